@@ -1,0 +1,624 @@
+"""A batched linear-chain CRF in pure PyTorch (no spaCy import).
+
+Conventions follow pytorch-crf so weights can be ported: ``transitions[i, j]`` scores moving
+from tag ``i`` to tag ``j``, ``start[j]`` scores a sequence beginning with ``j`` and
+``end[i]`` one ending with ``i``. Inputs are batch-first padded emissions ``(B, T, K)`` and a
+boolean ``mask (B, T)`` whose True values are left-aligned; a sequence of length 0 has
+log Z = 0 and an empty path.
+
+Two scans serve every algorithm:
+
+* a sum-product scan (``_sum_product_scan``) in the exp-matmul form with per-step
+  normalisation, run left-to-right for log Z and right-to-left (on per-sequence reversed
+  emissions, with transposed transitions) for the backward vectors; together they give the
+  marginals, which are also the gradient of log Z, so ``log_partition`` has a custom backward
+  and never stores an autograd graph per time step;
+* a max-plus scan (``_max_plus_scan``) that keeps the k best partial scores per tag: k = 1 is
+  Viterbi, k > 1 is n-best. Backpointers of the whole batch are followed with ``gather``; there
+  is no loop over the batch and no host synchronisation.
+
+Hard constraints (an allowed-transition mask plus allowed start/end tags) enter every algorithm
+by setting forbidden scores to -inf, so no invalid path is decoded and no probability mass is
+spent on one. Everything is computed in float32 (float64 if the emissions are float64), whatever
+the emissions' dtype, and sums that grow with the sequence length are accumulated in float64.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "CRFConstraints",
+    "LinearChainCRF",
+    "gold_score",
+    "log_partition",
+    "marginals",
+    "nbest",
+    "nll",
+    "viterbi",
+]
+
+REDUCTIONS = ("sum", "mean", "none", "token_mean")
+# Max-plus scores are re-centred this often so that their magnitude stays bounded on long
+# sequences with large emissions (float32 keeps ~7 significant digits).
+_RECENTRE_EVERY = 16
+# Upper bound (in elements) of the per-block ``transitions + emissions`` tensor of the max-plus
+# scan; precomputing it saves one op per time step.
+_MAX_PLUS_BLOCK_ELEMENTS = 1 << 22
+
+
+class CRFConstraints(NamedTuple):
+    """Boolean masks of what is allowed: ``transitions (K, K)``, ``start (K,)``, ``end (K,)``."""
+
+    transitions: Tensor
+    start: Tensor
+    end: Tensor
+
+
+def as_constraints(value, num_tags: int, device=None) -> CRFConstraints | None:
+    """Turn a ``(transitions, start, end)`` triple of array-likes into checked bool tensors."""
+    if value is None:
+        return None
+    if len(value) != 3:
+        raise ValueError("constraints must be a (transitions, start, end) triple of boolean masks")
+    trans, start, end = (torch.as_tensor(v, dtype=torch.bool, device=device) for v in value)
+    if (
+        trans.shape != (num_tags, num_tags)
+        or start.shape != (num_tags,)
+        or end.shape != (num_tags,)
+    ):
+        raise ValueError(
+            f"constraint masks must have shapes ({num_tags}, {num_tags}), ({num_tags},), "
+            f"({num_tags},); got {tuple(trans.shape)}, {tuple(start.shape)}, {tuple(end.shape)}"
+        )
+    return CRFConstraints(trans, start, end)
+
+
+# --------------------------------------------------------------------------------------------
+# Input preparation
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _check_inputs(emissions: Tensor, mask: Tensor | None) -> Tensor:
+    if emissions.dim() != 3:
+        raise ValueError(
+            f"emissions must be (batch, time, tags); got shape {tuple(emissions.shape)}"
+        )
+    if not emissions.is_floating_point():
+        raise TypeError(f"emissions must be a float tensor; got {emissions.dtype}")
+    batch, length, _ = emissions.shape
+    if mask is None:
+        return torch.ones((batch, length), dtype=torch.bool, device=emissions.device)
+    if mask.shape != (batch, length):
+        raise ValueError(
+            f"mask must have shape {(batch, length)} to match emissions; got {tuple(mask.shape)}"
+        )
+    mask = mask.to(device=emissions.device, dtype=torch.bool)
+    # The check needs the values on the host, so it is only made where that is free.
+    if mask.device.type == "cpu" and length > 1 and bool((mask[:, 1:] & ~mask[:, :-1]).any()):
+        row = int((mask[:, 1:] & ~mask[:, :-1]).any(1).nonzero()[0])
+        raise ValueError(f"mask row {row} is not left-aligned (a True follows a False)")
+    return mask
+
+
+def _parameters(
+    transitions: Tensor,
+    start: Tensor,
+    end: Tensor,
+    constraints: CRFConstraints | None,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Cast the parameters and set the scores of forbidden moves to -inf."""
+    num_tags = transitions.shape[-1]
+    if (
+        transitions.shape != (num_tags, num_tags)
+        or start.shape != (num_tags,)
+        or end.shape != (num_tags,)
+    ):
+        raise ValueError(
+            "transitions must be (K, K) and start/end (K,); got "
+            f"{tuple(transitions.shape)}, {tuple(start.shape)}, {tuple(end.shape)}"
+        )
+    params = [p.to(device=device, dtype=dtype) for p in (transitions, start, end)]
+    if constraints is not None:
+        params = [
+            p.masked_fill(~allowed.to(device=device), float("-inf"))
+            for p, allowed in zip(params, constraints, strict=True)
+        ]
+    return params[0], params[1], params[2]
+
+
+def _prepare(emissions, mask, transitions, start, end, constraints):
+    """Checked, cast inputs: emissions with padding zeroed, lengths and masked parameters."""
+    mask = _check_inputs(emissions, mask)
+    if emissions.shape[-1] != transitions.shape[-1]:
+        raise ValueError(
+            f"emissions have {emissions.shape[-1]} tags but the CRF has {transitions.shape[-1]}"
+        )
+    dtype = _compute_dtype(emissions.dtype)
+    emissions = emissions.to(dtype).masked_fill(~mask.unsqueeze(-1), 0.0)
+    trans, start, end = _parameters(transitions, start, end, constraints, dtype, emissions.device)
+    return emissions, mask, mask.sum(1), trans, start, end
+
+
+def _last_index(lengths: Tensor) -> Tensor:
+    return (lengths - 1).clamp(min=0)
+
+
+def _reverse_index(lengths: Tensor, length: int) -> Tensor:
+    """(B, T) time index that reverses each sequence's valid prefix and keeps its padding."""
+    steps = torch.arange(length, device=lengths.device).unsqueeze(0)
+    flipped = lengths.unsqueeze(1) - 1 - steps
+    return torch.where(flipped >= 0, flipped, steps)
+
+
+def _reverse(emissions: Tensor, lengths: Tensor) -> Tensor:
+    index = _reverse_index(lengths, emissions.shape[1])
+    return emissions.gather(1, index.unsqueeze(-1).expand_as(emissions))
+
+
+# --------------------------------------------------------------------------------------------
+# Sum-product scan
+
+
+def _needs_log_space(emissions: Tensor, mask: Tensor, trans: Tensor) -> bool:
+    """Whether the exp-matmul step could lose probability mass to underflow.
+
+    The fast step multiplies normalised probabilities by ``exp(trans)``; a tag whose weight
+    falls more than ~80 nats (float32) below the best one is flushed to zero, which is only
+    harmless while emissions and transitions span a moderate range. Trained networks stay far
+    inside it; extreme inputs (e.g. emissions of +-1e4 under constraints) take the exact
+    log-space step instead. One host sync per call, outside the time loop.
+    """
+    finite = torch.isfinite(trans)
+    if not bool(finite.any()):
+        return False
+    trans_range = trans[finite].amax() - trans[finite].amin()
+    top = emissions.amax(-1)
+    bottom = emissions.masked_fill(torch.isinf(emissions), float("inf")).amin(-1)
+    spread = torch.where(mask & torch.isfinite(bottom), top - bottom, torch.zeros_like(top))
+    limit = 300.0 if emissions.dtype == torch.float64 else 30.0
+    return (
+        bool(spread.amax() + trans_range > limit) if spread.numel() else bool(trans_range > limit)
+    )
+
+
+def _sum_product_scan(
+    emissions: Tensor, trans: Tensor, start: Tensor, log_space: bool
+) -> tuple[Tensor, Tensor]:
+    """Forward algorithm over every position, padding included (callers read what they need).
+
+    Returns ``local (T, B, K)`` and ``log_norm (T, B)`` (float64) such that the forward vector
+    is ``alpha[t] = local[t] - log_norm[t] + cumsum(log_norm)[t]``: the length-dependent part
+    lives in a float64 running sum, the per-step part stays small. The fast step is
+    ``log(softmax(local[t-1]) @ exp(trans)) + emission``, one matmul instead of a (B, K, K)
+    logsumexp; ``log_space`` selects the exact logsumexp step (see ``_needs_log_space``).
+    """
+    if log_space:
+        # Extreme inputs: float32 rounding of ~1e4-sized terms would random-walk over time.
+        emissions, trans, start = emissions.double(), trans.double(), start.double()
+    emissions = emissions.transpose(0, 1)  # time-major (T, B, K)
+    local = torch.empty_like(emissions)
+    torch.add(emissions[0], start, out=local[0])
+    steps = local.unbind(0)
+    if log_space:
+        em = emissions.unbind(0)
+        for t in range(1, len(steps)):
+            log_probs = torch.log_softmax(steps[t - 1], -1).unsqueeze(-1)
+            torch.add(torch.logsumexp(log_probs + trans, 1), em[t], out=steps[t])
+    elif len(steps) > 1:
+        # Shift each column of the transitions so its largest allowed entry is 0: exp() stays
+        # in range and a column has at least one 1 unless all its moves are forbidden.
+        shift = trans.amax(0)
+        shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+        exp_trans = torch.exp(trans - shift)
+        shifted = (emissions[1:] + shift).unbind(0)
+        probs = torch.softmax(steps[0], -1)
+        for t in range(1, len(steps)):
+            torch.add(torch.log(probs @ exp_trans), shifted[t - 1], out=steps[t])
+            probs = torch.softmax(steps[t], -1)
+    log_norm = torch.logsumexp(local, -1).double()
+    return local, log_norm
+
+
+def _forward_quantities(emissions, lengths, trans, start, end, log_space):
+    """Forward scan plus log Z in float64 (0 for empty sequences, -inf if none is allowed)."""
+    local, log_norm = _sum_product_scan(emissions, trans, start, log_space)
+    batch = torch.arange(emissions.shape[0], device=emissions.device)
+    last = _last_index(lengths)
+    before_last = (log_norm.cumsum(0) - log_norm)[last, batch]
+    log_z = before_last + torch.logsumexp(local[last, batch] + end, -1).double()
+    log_z = torch.where(lengths > 0, log_z, torch.zeros_like(log_z))
+    # A sequence the constraints allow no path for normalises -inf rows: NaN, i.e. log Z = -inf.
+    log_z = torch.nan_to_num(log_z, nan=float("-inf"))
+    return local, log_norm, log_z
+
+
+class _Posteriors(NamedTuple):
+    unary: Tensor  # (T, B, K) marginals, 0 at padding
+    log_fwd: Tensor  # (T, B, K) log of the normalised forward probabilities
+    log_bwd: Tensor  # (T, B, K) same for the backward-from-end scan, in forward time order
+    pair_offset: Tensor  # (T-1, B) float64: log weight of the pair (t-1, t), see below
+    log_z: Tensor  # (B,) float64
+
+
+def _posteriors(emissions, mask, lengths, trans, start, end, log_space) -> _Posteriors:
+    """Forward-backward: unary marginals plus what the pairwise marginals are built from."""
+    local, log_norm, log_z = _forward_quantities(emissions, lengths, trans, start, end, log_space)
+    # Backward vectors are the forward scan over each reversed sequence with the transposed
+    # transitions, started by the end scores: beta[t] = alpha_rev[n-1-t] - e[t].
+    rev_local, rev_norm = _sum_product_scan(_reverse(emissions, lengths), trans.t(), end, log_space)
+    index = _reverse_index(lengths, emissions.shape[1]).t()  # (T, B)
+    batch = torch.arange(emissions.shape[0], device=emissions.device).unsqueeze(0)
+    cum, rev_cum = log_norm.cumsum(0), rev_norm.cumsum(0)[index, batch]
+    rev_local, rev_norm = rev_local[index, batch], rev_norm[index, batch]
+    possible = torch.isfinite(log_z)
+    safe_log_z = torch.where(possible, log_z, torch.zeros_like(log_z))
+    # The exponent cancels large terms (forward + backward ~ log Z): float64 keeps the digits.
+    offset = cum - log_norm + rev_cum - rev_norm - safe_log_z
+    em = emissions.transpose(0, 1)
+    exponent = local.double() + rev_local.double() - em.double() + offset.unsqueeze(-1)
+    unary = torch.exp(exponent).to(emissions.dtype)
+    # A tag ruled out by an emission of -inf (partial labels) has marginal 0 (not -inf - -inf).
+    keep = mask.t().unsqueeze(-1) & possible.view(1, -1, 1) & ~torch.isneginf(em)
+    unary = torch.where(keep, unary, torch.zeros_like(unary))
+    log_fwd = local - log_norm.unsqueeze(-1).to(local.dtype)
+    log_bwd = rev_local - rev_norm.unsqueeze(-1).to(local.dtype)
+    # p(y[t-1]=i, y[t]=j) = exp(log_fwd[t-1, i] + trans[i, j] + log_bwd[t, j] + pair_offset[t-1])
+    pair_offset = cum[:-1] + rev_cum[1:] - safe_log_z
+    return _Posteriors(unary, log_fwd, log_bwd, pair_offset, log_z)
+
+
+def _transition_marginals(
+    post: _Posteriors, mask: Tensor, trans: Tensor, weight: Tensor, log_space
+):
+    """Pairwise marginals summed over batch and time, each sequence weighted: (K, K)."""
+    if post.log_fwd.shape[0] < 2:
+        return torch.zeros_like(trans)
+    valid = mask[:, 1:].t() & torch.isfinite(post.log_z).unsqueeze(0)
+    if log_space:
+        # Exact but (N, K, K): only taken for extreme inputs.
+        terms = (
+            post.log_fwd[:-1].unsqueeze(-1)
+            + trans
+            + post.log_bwd[1:].unsqueeze(-2)
+            + post.pair_offset.view(*post.pair_offset.shape, 1, 1)
+        )
+        terms = torch.exp(terms) * weight.to(terms.dtype).view(1, -1, 1, 1)
+        terms = torch.where(valid.view(*valid.shape, 1, 1), terms, 0.0)
+        return terms.sum((0, 1)).to(trans.dtype)
+    # Fast path, one matmul over all (t, b): the float64 row weights cannot overflow.
+    shift = trans.amax()
+    shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+    rows = torch.exp(post.pair_offset + shift.double()) * weight.double()
+    rows = torch.where(valid, rows, torch.zeros_like(rows))
+    fwd = torch.exp(post.log_fwd[:-1]).double()
+    bwd = torch.exp(post.log_bwd[1:]).double() * rows.unsqueeze(-1)
+    num_tags = trans.shape[-1]
+    pairs = fwd.reshape(-1, num_tags).t() @ bwd.reshape(-1, num_tags)
+    return (torch.exp((trans - shift).double()) * pairs).to(trans.dtype)
+
+
+class _LogPartition(torch.autograd.Function):
+    """log Z (float64) with the marginals as its gradient: no autograd graph per time step."""
+
+    @staticmethod
+    def forward(ctx, emissions, mask, trans, start, end):
+        lengths = mask.sum(1)
+        log_space = _needs_log_space(emissions, mask, trans)
+        _, _, log_z = _forward_quantities(emissions, lengths, trans, start, end, log_space)
+        ctx.save_for_backward(emissions, mask, trans, start, end)
+        ctx.log_space = log_space
+        return log_z
+
+    @staticmethod
+    def backward(ctx, grad_log_z):
+        emissions, mask, trans, start, end = ctx.saved_tensors
+        lengths = mask.sum(1)
+        post = _posteriors(emissions, mask, lengths, trans, start, end, ctx.log_space)
+        # Sequences whose log Z is -inf (no allowed path) have no defined gradient: zero.
+        grad = torch.where(torch.isfinite(post.log_z), grad_log_z, torch.zeros_like(grad_log_z))
+        unary = post.unary * grad.to(emissions.dtype).view(1, -1, 1)  # (T, B, K)
+        batch = torch.arange(emissions.shape[0], device=emissions.device)
+        grad_start = unary[0].sum(0)
+        grad_end = unary[_last_index(lengths), batch].sum(0)
+        grad_trans = _transition_marginals(post, mask, trans, grad, ctx.log_space)
+        return unary.transpose(0, 1), None, grad_trans, grad_start, grad_end
+
+
+# --------------------------------------------------------------------------------------------
+# Max-plus scan (Viterbi and n-best)
+
+
+def _max_plus_scan(emissions, lengths, trans, start, end, k: int) -> tuple[Tensor, Tensor]:
+    """The k best paths of every sequence: ``(paths (B, k, T) with -1 padding, scores (B, k))``.
+
+    Ranks that do not exist (fewer than k allowed paths) get score -inf and path -1.
+    """
+    batch, length, num_tags = emissions.shape
+    device = emissions.device
+    if length == 0:
+        return (
+            torch.empty((batch, k, 0), dtype=torch.long, device=device),
+            torch.zeros((batch, k), dtype=emissions.dtype, device=device),
+        )
+    em = emissions.transpose(0, 1)  # (T, B, K)
+    neg_inf = float("-inf")
+    # best[t, b, j, r]: r-th best score of a prefix ending in tag j at t (re-centred).
+    best = em.new_full((length, batch, num_tags, k), neg_inf)
+    best[0, :, :, 0] = em[0] + start
+    # pointer[t, b, r, j] = i * k + r' : the r-th best at (t, j) extends (t-1, i, rank r').
+    pointer = torch.empty((length, batch, k, num_tags), dtype=torch.long, device=device)
+    centre = em.new_zeros((length, batch), dtype=torch.float64)
+    best_steps = best.unbind(0)
+    pointer_steps = pointer.unbind(0)
+    block = max(1, _MAX_PLUS_BLOCK_ELEMENTS // max(1, batch * num_tags * num_tags))
+    for begin in range(1, length, block):
+        stop = min(length, begin + block)
+        # scores[t][b, i, j] = trans[i, j] + e[t, b, j], for a block of time steps at once.
+        scores = (trans + em[begin:stop].unsqueeze(2)).unbind(0)
+        for t in range(begin, stop):
+            prev = best_steps[t - 1]
+            if k == 1:
+                torch.max(
+                    prev + scores[t - begin], 1, out=(best_steps[t][..., 0], pointer_steps[t][:, 0])
+                )
+            else:
+                cand = (prev.unsqueeze(-1) + scores[t - begin].unsqueeze(2)).reshape(
+                    batch, num_tags * k, num_tags
+                )
+                values, idx = cand.topk(k, dim=1)  # (B, k, K), sorted best first
+                best_steps[t].copy_(values.transpose(1, 2))
+                pointer_steps[t].copy_(idx)
+            if t % _RECENTRE_EVERY == 0:
+                top = best_steps[t].amax((1, 2))
+                top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+                best_steps[t].sub_(top[:, None, None])
+                centre[t] = top
+    batch_index = torch.arange(batch, device=device)
+    last = _last_index(lengths)
+    final = (best[last, batch_index] + end.unsqueeze(-1)).reshape(batch, num_tags * k)
+    scores, ends = final.topk(k, dim=1)  # ends = j * k + r
+    scores = scores.double() + centre.cumsum(0)[last, batch_index].unsqueeze(1)
+    # Padding steps point to themselves, so backtracking can start at the last column for all.
+    steps = torch.arange(length, device=device).unsqueeze(1)
+    identity = (torch.arange(num_tags, device=device) * k).unsqueeze(0) + torch.arange(
+        k, device=device
+    ).unsqueeze(1)  # (k, K): j * k + r
+    padding = (steps >= lengths.unsqueeze(0)).view(length, batch, 1, 1)
+    pointer = torch.where(padding, identity, pointer)
+    pointer_steps = pointer.view(length, batch, k * num_tags).unbind(0)
+    # state[t, b, p] = j * k + r for path p; pointer flattened as r * K + j.
+    state = torch.empty((length, batch, k), dtype=torch.long, device=device)
+    state[length - 1] = ends
+    state_steps = state.unbind(0)
+    if k == 1:  # state == tag: one gather per step
+        for t in range(length - 1, 0, -1):
+            torch.gather(pointer_steps[t], 1, state_steps[t], out=state_steps[t - 1])
+    else:
+        for t in range(length - 1, 0, -1):
+            cur = state_steps[t]
+            flat = (cur % k) * num_tags + cur // k
+            torch.gather(pointer_steps[t], 1, flat, out=state_steps[t - 1])
+    paths = (state // k).permute(1, 2, 0)  # (B, k, T)
+    valid = (steps.t() < lengths.unsqueeze(1)).unsqueeze(1) & torch.isfinite(scores).unsqueeze(-1)
+    paths = torch.where(valid, paths, torch.full_like(paths, -1))
+    scores = torch.where(lengths.unsqueeze(1) > 0, scores, torch.zeros_like(scores))
+    if k > 1:  # an empty sequence has one (empty) path, not k
+        rank = torch.arange(k, device=device).unsqueeze(0)
+        scores = torch.where((lengths.unsqueeze(1) > 0) | (rank == 0), scores, neg_inf)
+    return paths, scores.to(emissions.dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Public functional API
+
+
+def log_partition(emissions, mask, transitions, start, end, constraints=None) -> Tensor:
+    """log Z per sequence, ``(B,)``, by the forward algorithm (float32 or float64)."""
+    prepared = _prepare(emissions, mask, transitions, start, end, constraints)
+    return _log_partition(*prepared).to(prepared[0].dtype)
+
+
+def _log_partition(emissions, mask, lengths, trans, start, end) -> Tensor:
+    if emissions.shape[1] == 0:  # only empty sequences: log Z = 0, still part of the graph
+        return emissions.sum((1, 2)).double() * 0.0
+    return _LogPartition.apply(emissions, mask, trans, start, end)
+
+
+def gold_score(emissions, tags, mask, transitions, start, end, constraints=None) -> Tensor:
+    """Score of the given tag paths, ``(B,)``; -inf where a path breaks a constraint."""
+    prepared = _prepare(emissions, mask, transitions, start, end, constraints)
+    return _gold_score(tags, *prepared).to(prepared[0].dtype)
+
+
+def _gold_score(tags, emissions, mask, lengths, trans, start, end) -> Tensor:
+    """Gathers only (no loop over time); summed in float64."""
+    tags = _check_tags(tags, mask, emissions.shape[-1])
+    safe = tags.masked_fill(~mask, 0)
+    batch = torch.arange(emissions.shape[0], device=emissions.device)
+    total = emissions.gather(2, safe.unsqueeze(-1)).squeeze(-1).double().sum(1)
+    if emissions.shape[1] > 1:
+        moves = trans[safe[:, :-1], safe[:, 1:]].masked_fill(~mask[:, 1:], 0.0)
+        total = total + moves.double().sum(1)
+    ends = start[safe[:, 0]].double() + end[safe[batch, _last_index(lengths)]].double()
+    return total + torch.where(lengths > 0, ends, torch.zeros_like(ends))
+
+
+def _check_tags(tags: Tensor, mask: Tensor, num_tags: int) -> Tensor:
+    if tags.shape != mask.shape:
+        raise ValueError(f"tags must have shape {tuple(mask.shape)}; got {tuple(tags.shape)}")
+    tags = tags.to(device=mask.device, dtype=torch.long)
+    if tags.device.type == "cpu":
+        bad = mask & ((tags < 0) | (tags >= num_tags))
+        if bool(bad.any()):
+            row, col = (int(v) for v in bad.nonzero()[0])
+            raise ValueError(
+                f"tag {int(tags[row, col])} at sequence {row}, position {col} is outside "
+                f"0..{num_tags - 1}"
+            )
+    return tags
+
+
+def nll(
+    emissions: Tensor,
+    mask: Tensor | None,
+    transitions: Tensor,
+    start: Tensor,
+    end: Tensor,
+    *,
+    tags: Tensor | None = None,
+    allowed: Tensor | None = None,
+    constraints: CRFConstraints | None = None,
+    reduction: str = "sum",
+) -> Tensor:
+    """Negative log-likelihood of gold ``tags`` or of partial labels ``allowed (B, T, K)``.
+
+    With ``allowed``, the loss is log Z minus log Z restricted to the allowed tags: a position
+    with a single allowed tag is fully labelled, one with every tag allowed is unlabelled.
+    """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}")
+    if (tags is None) == (allowed is None):
+        raise ValueError("give exactly one of tags= (gold path) or allowed= (partial labels)")
+    prepared = _prepare(emissions, mask, transitions, start, end, constraints)
+    emissions, mask = prepared[0], prepared[1]
+    log_z = _log_partition(*prepared)
+    if tags is not None:
+        gold = _gold_score(tags, *prepared)
+    else:
+        if allowed.shape != emissions.shape:
+            raise ValueError(
+                f"allowed must have the emissions' shape {tuple(emissions.shape)}; "
+                f"got {tuple(allowed.shape)}"
+            )
+        allowed = allowed.to(device=emissions.device, dtype=torch.bool)
+        if allowed.device.type == "cpu":
+            empty = mask & ~allowed.any(-1)
+            if bool(empty.any()):
+                row, col = (int(v) for v in empty.nonzero()[0])
+                raise ValueError(f"no tag is allowed at sequence {row}, position {col}")
+        restricted = emissions.masked_fill(~allowed & mask.unsqueeze(-1), float("-inf"))
+        gold = _log_partition(restricted, *prepared[1:])
+    # Both terms grow with the length; their difference is taken in float64.
+    losses = (log_z - gold).to(emissions.dtype)
+    if reduction == "none":
+        return losses
+    if reduction == "sum":
+        return losses.sum()
+    if reduction == "mean":
+        return losses.mean()
+    return losses.sum() / mask.sum().clamp(min=1)
+
+
+def viterbi(emissions, mask, transitions, start, end, constraints=None) -> tuple[Tensor, Tensor]:
+    """Best path per sequence: ``(paths (B, T) padded with -1, scores (B,))``."""
+    emissions, _, lengths, trans, start, end = _prepare(
+        emissions, mask, transitions, start, end, constraints
+    )
+    with torch.no_grad():
+        paths, scores = _max_plus_scan(emissions, lengths, trans, start, end, 1)
+    return paths[:, 0], scores[:, 0]
+
+
+def nbest(emissions, mask, transitions, start, end, k: int, constraints=None):
+    """The ``k`` best paths in order: ``(paths (B, k, T), scores (B, k))``.
+
+    Ranks beyond the number of allowed paths have score -inf and path -1.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1; got {k}")
+    emissions, _, lengths, trans, start, end = _prepare(
+        emissions, mask, transitions, start, end, constraints
+    )
+    with torch.no_grad():
+        return _max_plus_scan(emissions, lengths, trans, start, end, k)
+
+
+def marginals(emissions, mask, transitions, start, end, constraints=None) -> Tensor:
+    """Posterior tag probabilities ``(B, T, K)`` by forward-backward (0 at padding)."""
+    emissions, mask, lengths, trans, start, end = _prepare(
+        emissions, mask, transitions, start, end, constraints
+    )
+    if emissions.shape[1] == 0:
+        return torch.zeros_like(emissions)
+    with torch.no_grad():
+        log_space = _needs_log_space(emissions, mask, trans)
+        unary = _posteriors(emissions, mask, lengths, trans, start, end, log_space).unary
+    return unary.transpose(0, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Module
+
+
+class LinearChainCRF(nn.Module):
+    """A linear-chain CRF layer with learned transition, start and end scores.
+
+    ``constraints`` is an optional ``(transitions (K, K), start (K,), end (K,))`` triple of
+    boolean masks (e.g. from ``spacy_crf_ner.tags.TagScheme.allowed_transitions``); it is
+    stored as buffers, so it is saved in the ``state_dict``.
+    """
+
+    def __init__(self, num_tags: int, constraints=None) -> None:
+        super().__init__()
+        if num_tags < 1:
+            raise ValueError(f"num_tags must be at least 1; got {num_tags}")
+        self.num_tags = num_tags
+        self.transitions = nn.Parameter(torch.empty(num_tags, num_tags).uniform_(-0.1, 0.1))
+        self.start_transitions = nn.Parameter(torch.empty(num_tags).uniform_(-0.1, 0.1))
+        self.end_transitions = nn.Parameter(torch.empty(num_tags).uniform_(-0.1, 0.1))
+        checked = as_constraints(constraints, num_tags)
+        ones = torch.ones(num_tags, dtype=torch.bool)
+        # Always applied (all True when unconstrained), so a state_dict restores them exactly.
+        allowed = CRFConstraints(ones.outer(ones), ones, ones) if checked is None else checked
+        self.register_buffer("allowed_transitions", allowed.transitions.clone())
+        self.register_buffer("allowed_start", allowed.start.clone())
+        self.register_buffer("allowed_end", allowed.end.clone())
+
+    def extra_repr(self) -> str:
+        return f"num_tags={self.num_tags}"
+
+    @property
+    def constraints(self) -> CRFConstraints:
+        return CRFConstraints(self.allowed_transitions, self.allowed_start, self.allowed_end)
+
+    def _params(self):
+        return self.transitions, self.start_transitions, self.end_transitions
+
+    def forward(self, emissions, tags=None, mask=None, *, allowed=None, reduction="sum"):
+        """The negative log-likelihood (see ``nll``); pytorch-crf's forward is its negation."""
+        return self.nll(emissions, tags, mask, allowed=allowed, reduction=reduction)
+
+    def log_partition(self, emissions: Tensor, mask: Tensor | None = None) -> Tensor:
+        return log_partition(emissions, mask, *self._params(), self.constraints)
+
+    def score(self, emissions: Tensor, tags: Tensor, mask: Tensor | None = None) -> Tensor:
+        return gold_score(emissions, tags, mask, *self._params(), self.constraints)
+
+    def nll(self, emissions, tags=None, mask=None, *, allowed=None, reduction="sum") -> Tensor:
+        return nll(
+            emissions,
+            mask,
+            *self._params(),
+            tags=tags,
+            allowed=allowed,
+            constraints=self.constraints,
+            reduction=reduction,
+        )
+
+    def decode(self, emissions: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return viterbi(emissions, mask, *self._params(), self.constraints)
+
+    def nbest(self, emissions: Tensor, mask: Tensor | None = None, k: int = 5):
+        return nbest(emissions, mask, *self._params(), k, self.constraints)
+
+    def marginals(self, emissions: Tensor, mask: Tensor | None = None) -> Tensor:
+        return marginals(emissions, mask, *self._params(), self.constraints)
