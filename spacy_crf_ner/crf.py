@@ -38,6 +38,7 @@ __all__ = [
     "marginals",
     "nbest",
     "nll",
+    "segment_probabilities",
     "viterbi",
 ]
 
@@ -247,6 +248,8 @@ class _Posteriors(NamedTuple):
     log_bwd: Tensor  # (T, B, K) same for the backward-from-end scan, in forward time order
     pair_offset: Tensor  # (T-1, B) float64: log weight of the pair (t-1, t), see below
     log_z: Tensor  # (B,) float64
+    cum: Tensor  # (T, B) float64: log alpha[t] = log_fwd[t] + cum[t]
+    rev_cum: Tensor  # (T, B) float64: log beta[t] + e[t] = log_bwd[t] + rev_cum[t]
 
 
 def _posteriors(emissions, mask, lengths, trans, start, end, log_space) -> _Posteriors:
@@ -273,7 +276,7 @@ def _posteriors(emissions, mask, lengths, trans, start, end, log_space) -> _Post
     log_bwd = rev_local - rev_norm.unsqueeze(-1).to(local.dtype)
     # p(y[t-1]=i, y[t]=j) = exp(log_fwd[t-1, i] + trans[i, j] + log_bwd[t, j] + pair_offset[t-1])
     pair_offset = cum[:-1] + rev_cum[1:] - safe_log_z
-    return _Posteriors(unary, log_fwd, log_bwd, pair_offset, log_z)
+    return _Posteriors(unary, log_fwd, log_bwd, pair_offset, log_z, cum, rev_cum)
 
 
 def _transition_marginals(
@@ -553,6 +556,77 @@ def marginals(emissions, mask, transitions, start, end, constraints=None) -> Ten
         log_space = _needs_log_space(emissions, mask, trans)
         unary = _posteriors(emissions, mask, lengths, trans, start, end, log_space).unary
     return unary.transpose(0, 1)
+
+
+def segment_probabilities(
+    emissions: Tensor,
+    mask: Tensor | None,
+    transitions: Tensor,
+    start: Tensor,
+    end: Tensor,
+    batch_index: Tensor,
+    begin: Tensor,
+    tags: Tensor,
+    *,
+    not_before: Tensor | None = None,
+    not_after: Tensor | None = None,
+    constraints: CRFConstraints | None = None,
+) -> Tensor:
+    """Exact posterior probability of labelled segments, ``(N,)``.
+
+    Segment ``n`` is the tag sequence ``tags[n]`` (``(N, L)``, padded with -1) at positions
+    ``begin[n]...`` of sequence ``batch_index[n]``, with everything outside it unconstrained
+    except that the tag just before it is not one of ``not_before[n]`` and the tag just after
+    it is not one of ``not_after[n]`` (``(N, K)`` bool). That is how "exactly this entity" is
+    said in schemes whose tags do not close an entity themselves (e.g. BIO: the next tag is not
+    I-X). Computed from the forward and backward vectors, not from token marginals.
+    """
+    prepared = _prepare(emissions, mask, transitions, start, end, constraints)
+    emissions, mask, lengths, trans, start_, end_ = prepared
+    device = emissions.device
+    if batch_index.shape[0] == 0:
+        return emissions.new_zeros((0,))
+    batch_index, begin = batch_index.to(device).long(), begin.to(device).long()
+    tags = tags.to(device).long()
+    seg_len = (tags >= 0).sum(1)
+    stop = begin + seg_len - 1  # last position of the segment
+    with torch.no_grad():
+        log_space = _needs_log_space(emissions, mask, trans)
+        post = _posteriors(emissions, mask, lengths, trans, start_, end_, log_space)
+    # Forward and backward vectors in float64, time-major (T, B, K).
+    em = emissions.transpose(0, 1).double()
+    alpha = post.log_fwd.double() + post.cum.unsqueeze(-1)
+    beta = post.log_bwd.double() + post.rev_cum.unsqueeze(-1) - em
+    trans64, start64, end64 = trans.double(), start_.double(), end_.double()
+    # Inside the segment: emissions and transitions along the given tags (gathers only).
+    offsets = torch.arange(tags.shape[1], device=device)
+    positions = (begin.unsqueeze(1) + offsets).clamp(max=emissions.shape[1] - 1)
+    inside = offsets.unsqueeze(0) < seg_len.unsqueeze(1)
+    safe_tags = tags.clamp(min=0)
+    emit = emissions.double()[batch_index.unsqueeze(1), positions, safe_tags]
+    score = torch.where(inside, emit, 0.0).sum(1)
+    if tags.shape[1] > 1:
+        moves = trans64[safe_tags[:, :-1], safe_tags[:, 1:]]
+        score = score + torch.where(inside[:, 1:], moves, 0.0).sum(1)
+    first = safe_tags[:, 0]
+    last = safe_tags.gather(1, (seg_len - 1).clamp(min=0).unsqueeze(1)).squeeze(1)
+    # Left context: the start score, or a sum over the allowed previous tags.
+    prev_alpha = alpha[(begin - 1).clamp(min=0), batch_index]  # (N, K)
+    left = prev_alpha + trans64[:, first].t()
+    if not_before is not None:
+        left = left.masked_fill(not_before.to(device), float("-inf"))
+    left = torch.where(begin > 0, left.logsumexp(-1), start64[first])
+    # Right context: the end score, or a sum over the allowed next tags.
+    seq_len = lengths[batch_index]
+    nxt = (stop + 1).clamp(max=emissions.shape[1] - 1)
+    right = trans64[last] + em[nxt, batch_index] + beta[nxt, batch_index]
+    if not_after is not None:
+        right = right.masked_fill(not_after.to(device), float("-inf"))
+    right = torch.where(stop + 1 < seq_len, right.logsumexp(-1), end64[last])
+    log_prob = left + score + right - post.log_z[batch_index]
+    valid = (seg_len > 0) & (stop < seq_len) & (begin >= 0)
+    probs = torch.where(valid, torch.exp(log_prob), 0.0)
+    return probs.to(emissions.dtype)
 
 
 # --------------------------------------------------------------------------------------------

@@ -381,3 +381,50 @@ def test_gpu_matches_cpu():
         crf.marginals(emissions, mask, *params, constraints),
         crf.marginals(emissions.cuda(), mask.cuda(), *moved, cons).cpu(),
     )
+
+
+@pytest.mark.parametrize("seed,constrained", CASES[:10])
+def test_segment_probabilities_against_brute_force(seed, constrained):
+    batch, length, num_tags = 3, 5, 3
+    emissions, mask, params, constraints = random_case(seed, batch, length, num_tags, constrained)
+    gen = torch.Generator().manual_seed(seed)
+    lengths = mask.sum(1).tolist()
+    rows, begins, tag_rows, befores, afters = [], [], [], [], []
+    for b, n in enumerate(lengths):
+        for _ in range(6 if n else 0):
+            size = int(torch.randint(1, n + 1, (1,), generator=gen))
+            first = int(torch.randint(0, n - size + 1, (1,), generator=gen))
+            tags = torch.randint(0, num_tags, (size,), generator=gen).tolist()
+            rows.append(b)
+            begins.append(first)
+            tag_rows.append(tags + [-1] * (length - size))
+            befores.append(torch.rand(num_tags, generator=gen) > 0.6)
+            afters.append(torch.rand(num_tags, generator=gen) > 0.6)
+    probs = crf.segment_probabilities(
+        emissions,
+        mask,
+        *params,
+        torch.tensor(rows),
+        torch.tensor(begins),
+        torch.tensor(tag_rows),
+        not_before=torch.stack(befores),
+        not_after=torch.stack(afters),
+        constraints=constraints,
+    )
+    for i, b in enumerate(rows):
+        n = lengths[b]
+        scores = enumerate_paths(emissions[b], n, params, constraints)
+        total = torch.logsumexp(torch.stack(list(scores.values())), 0)
+        tags = [t for t in tag_rows[i] if t >= 0]
+        first, stop = begins[i], begins[i] + len(tags) - 1
+        expected = torch.tensor(0.0, dtype=torch.float64)
+        for path, value in scores.items():
+            if list(path[first : stop + 1]) != tags:
+                continue
+            if first > 0 and befores[i][path[first - 1]]:
+                continue
+            if stop + 1 < n and afters[i][path[stop + 1]]:
+                continue
+            expected = expected + torch.exp(value - total)
+        torch.testing.assert_close(probs[i], expected)
+        assert 0.0 <= float(probs[i]) <= 1.0 + 1e-9
