@@ -295,6 +295,29 @@ class TagScheme:
         """Every problem of a tag sequence as (position, message); [] when it is valid."""
         return [(pos, message) for pos, _tag, message in self._problems(tags)]
 
+    def segment_patterns(
+        self, label: str, length: int
+    ) -> list[tuple[list[str], frozenset[str], frozenset[str]]]:
+        """The ways one entity of ``length`` tokens is written in a valid sequence.
+
+        Each pattern is ``(tags, not_before, not_after)``: the entity is exactly these tokens
+        when its tags are ``tags`` and the neighbouring tags are not in those sets. BILUO-like
+        schemes close entities with their own tags; BIO needs "the next tag is not I-X"; IOB1
+        writes an entity as I... (previous tag not of type X) or, after an X entity, as B I...
+        The probability of an entity is the sum over its patterns (they are disjoint).
+        """
+        if length < 1:
+            raise ValueError(f"an entity has at least one token; got length {length}")
+        tags = self.spans_to_tags([(0, length, label)], length)
+        inside = frozenset({self._tag("I", label)})
+        if self.name == "BIO":
+            return [(tags, frozenset(), inside)]
+        if self.name == "IOB1":
+            begin = [self._tag("B", label)] + [self._tag("I", label)] * (length - 1)
+            same_type = frozenset({self._tag("B", label), self._tag("I", label)})
+            return [(tags, same_type, inside), (begin, frozenset(), inside)]
+        return [(tags, frozenset(), frozenset())]
+
     def allowed_transitions(
         self, tag_names: Sequence[str]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
