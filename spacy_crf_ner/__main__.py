@@ -1,0 +1,3 @@
+from spacy_crf_ner.cli import main
+
+main()
