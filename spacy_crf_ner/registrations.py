@@ -1,0 +1,101 @@
+"""Entry-point module: the ``crf_ner`` factory and the entity scorer.
+
+spaCy imports this module whenever it enumerates factories (``spacy_factories`` entry
+point), so it is kept light: the component class, and with it the CRF code, is imported
+only when a component is actually created. It imports no torch itself (Thinc imports torch
+on its own when it is installed, so ``import spacy`` already pays for that).
+"""
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from spacy.language import Language
+from spacy.scorer import get_ner_prf
+from spacy.training import Example
+from spacy.util import registry
+from thinc.api import Config, Model
+
+# Registers the architectures even when the package's entry points are not installed.
+from . import architectures  # noqa: F401
+
+DEFAULT_CRF_NER_MODEL = """
+[model]
+@architectures = "spacy_crf_ner.CRFTagger.v1"
+nO = null
+dropout = 0.0
+
+[model.tok2vec]
+@architectures = "spacy_crf_ner.BiLSTMEncoder.v1"
+width = 96
+embed_size = 2000
+attrs = ["NORM", "PREFIX", "SUFFIX", "SHAPE"]
+include_static_vectors = false
+char_features = 0
+lstm_width = 96
+lstm_depth = 1
+lstm_dropout = 0.0
+"""
+DEFAULT_MODEL = Config().from_str(DEFAULT_CRF_NER_MODEL)["model"]
+
+
+@Language.factory(
+    "crf_ner",
+    assigns=["doc.ents", "token.ent_iob", "token.ent_type"],
+    default_config={
+        "model": DEFAULT_MODEL,
+        "tag_scheme": "BILUO",
+        "constrained": True,
+        "respect_sentences": True,
+        "scorer": {"@scorers": "spacy_crf_ner.entity_scorer.v1"},
+    },
+    default_score_weights={
+        "ents_f": 1.0,
+        "ents_p": 0.0,
+        "ents_r": 0.0,
+        "ents_per_type": None,
+    },
+)
+def make_crf_ner(
+    nlp: Language,
+    name: str,
+    model: Model,
+    tag_scheme: str = "BILUO",
+    constrained: bool = True,
+    respect_sentences: bool = True,
+    scorer: Callable | None = None,
+) -> Any:
+    """Create a CRF entity recognizer (``CRFEntityRecognizer``).
+
+    model: a Thinc model from docs to per-token tag scores with a CRF layer, e.g.
+        ``spacy_crf_ner.CRFTagger.v1``; its output width is set from the labels.
+    tag_scheme: how entities are encoded as tags: BILUO (default), BIO, IOB1, BIOES, BMES or
+        BMEWO. Saved with the component, since the model's tag indices depend on it.
+    constrained: forbid tag sequences that are invalid in the scheme, in training and
+        decoding (e.g. BILUO I-X after O).
+    respect_sentences: when docs have sentence boundaries, decode each sentence as its own
+        sequence, so that no entity crosses a boundary.
+    scorer: the scoring method, ``spacy_crf_ner.entity_scorer.v1`` by default.
+    """
+    from .pipe import CRFEntityRecognizer
+
+    return CRFEntityRecognizer(
+        nlp.vocab,
+        model,
+        name,
+        tag_scheme=tag_scheme,
+        constrained=constrained,
+        respect_sentences=respect_sentences,
+        scorer=scorer,
+    )
+
+
+def entity_score(examples: Iterable[Example], **kwargs: Any) -> dict[str, Any]:
+    """Entity P/R/F as spaCy's ``ner`` reports it (``ents_p``, ``ents_r``, ``ents_f``,
+    ``ents_per_type``), so configs and ``spacy evaluate`` treat both the same way."""
+    return get_ner_prf(examples, **kwargs)
+
+
+@registry.scorers("spacy_crf_ner.entity_scorer.v1")
+def make_entity_scorer() -> Callable[..., dict[str, Any]]:
+    """The default scorer of ``crf_ner``."""
+    return entity_score
