@@ -272,24 +272,6 @@ def blank_vocab(lang: str) -> Vocab:
     return create_vocab(lang_cls.lang, lang_cls.Defaults)
 
 
-def choose_scheme(tag_sequences: Sequence[Sequence[str]]) -> TagScheme:
-    """``tags.detect_scheme``, then IOB1 or BIO by fewer invalid positions.
-
-    detect_scheme reads B/I data as IOB1 only when *every* ``B-X`` follows an ``X`` tag;
-    CoNLL-2003's eng.train has two ``B-MISC`` after ``O`` and would be read as BIO with
-    23,000 "repairs". Both decode these corpora to the same spans when repaired.
-    """
-    detected = detect_scheme(tag_sequences)
-    if detected.name not in ("IOB1", "BIO"):
-        return detected
-    other = TagScheme("BIO" if detected.name == "IOB1" else "IOB1")
-
-    def n_invalid(scheme: TagScheme) -> int:
-        return sum(len(scheme.validate(tags)) for tags in tag_sequences)
-
-    return other if n_invalid(other) < n_invalid(detected) else detected
-
-
 def _make_doc(
     vocab: Vocab,
     sentences: Sequence[_Sentence],
@@ -326,7 +308,7 @@ def read_column_file(
 ) -> ConversionResult:
     """Read one column-format NER file into Docs (see the module docstring for the format).
 
-    ``scheme`` None detects it (``choose_scheme``). ``n_sents`` None: one Doc per
+    ``scheme`` None detects it (``tags.detect_scheme``). ``n_sents`` None: one Doc per
     ``-DOCSTART-`` document, or ``DEFAULT_N_SENTS`` sentences per Doc without them; 0: one
     Doc per document (the whole file without ``-DOCSTART-``). Invalid tag sequences raise
     ConversionError with ``strict``, otherwise they are repaired as conlleval does and listed
@@ -345,7 +327,7 @@ def read_column_file(
         raise ConversionError(f"{path}: no tokens found")
     detected = tag_scheme is None
     if tag_scheme is None:
-        tag_scheme = choose_scheme([[token[1] for token in s] for s in sentences])
+        tag_scheme = detect_scheme([token[1] for token in s] for s in sentences)
 
     stats = ConversionStats(source_documents=parsed.docstarts)
     repairs: list[Problem] = []

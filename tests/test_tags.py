@@ -340,13 +340,27 @@ def test_detect_scheme_conll_2003_style() -> None:
     assert convert_tags(CONLL_IOB1[2], "IOB1", "BIO")[1:3] == ["B-LOC", "B-LOC"]
 
 
+def test_detect_scheme_conll_2003_with_a_stray_b_after_o() -> None:
+    # CoNLL-2003 eng.train is IOB1 with two B-MISC after O (lines 152428 and 175436); read
+    # as BIO every I- that opens an entity would be invalid, read as IOB1 only the stray B-.
+    corpus = [*CONLL_IOB1, ["O", "B-MISC", "I-MISC", "O", "I-LOC"]]
+    iob1, bio = get_scheme("IOB1"), get_scheme("BIO")
+    assert sum(len(iob1.validate(tags)) for tags in corpus) == 1
+    assert sum(len(bio.validate(tags)) for tags in corpus) == 8
+    assert detect_scheme(corpus).name == "IOB1"
+    assert detect_scheme(iter(corpus)).name == "IOB1"  # still a single pass
+
+
 @pytest.mark.parametrize(
     ("corpus", "name"),
     [
         ([["O", "O"]], "BIO"),  # no entities: BIO by default
         ([], "BIO"),
         ([["B-X", "I-X"]], "BIO"),  # no I- opening an entity
-        ([["O", "I-X", "I-X"], ["B-Y", "O"]], "BIO"),  # a B- after O is not IOB1
+        ([["O", "I-X", "I-X"], ["B-Y", "O"]], "BIO"),  # 1 invalid either way: a tie is BIO
+        ([["I-X", "O", "B-X"], ["O", "I-Y"]], "IOB1"),  # IOB1 1 invalid, BIO 2
+        ([["B-X", "I-X", "O", "I-Y"], ["B-Y"]], "BIO"),  # BIO 1 invalid, IOB1 2
+        ([["Z-X", "I-X"]], "BIO"),  # Z-X is unknown: no evidence across it, a tie
         ([["I-X", "I-X", "O"]], "IOB1"),
         ([["I-X", "-", "B-X"]], "IOB1"),  # no evidence is taken across missing tags
         ([["U-X", "O"], ["B-X", "E-X"]], "BILUO"),  # L-/U- win over E-/S-
