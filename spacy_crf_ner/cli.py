@@ -47,6 +47,6 @@ def _fmt(value: float | None) -> str:
 
 def main() -> None:
     # Imported for their side effect of registering commands on ``app``.
-    from spacy_crf_ner import convert, evaluate  # noqa: F401
+    from spacy_crf_ner import convert, evaluate, rank  # noqa: F401
 
     app()

@@ -170,15 +170,44 @@ def crf_decode(
     constraints: CRFConstraints | None = None,
 ) -> numpy.ndarray:
     """Viterbi paths (B, T) of one padded batch, padded with -1, copied to the host once."""
+    return crf_decode_with_confidence(crf, flat_emissions, segments, constraints)[0]
+
+
+def crf_decode_with_confidence(
+    crf: Model,
+    flat_emissions: Floats2d,
+    segments: Segments,
+    constraints: CRFConstraints | None = None,
+    entities: Callable[[numpy.ndarray], Sequence[tuple[int, int, int, str]]] | None = None,
+    scheme: Any = None,
+    tag_names: Sequence[str] = (),
+) -> tuple[numpy.ndarray, numpy.ndarray | None, numpy.ndarray | None]:
+    """Viterbi paths, and optionally each row's best-path probability and entity probabilities.
+
+    ``entities`` maps the decoded paths to the (row, start, end, label) spans to score (the
+    predicted entities, candidates, or both); their exact probabilities come from the same
+    padded batch in one more CRF call. Returns ``(paths, path_probs (B,), entity_probs (N,))``.
+    """
     import torch
 
-    from .crf import viterbi
+    from .confidence import entity_probabilities
+    from .crf import log_partition, viterbi
 
     with torch.no_grad():
         flat = xp2torch(flat_emissions)
         emissions, mask = _pad(flat, segments)
-        paths, _ = viterbi(emissions, mask, *_crf_params(crf, False), constraints)
-    return paths.cpu().numpy()
+        params = _crf_params(crf, False)
+        paths, scores = viterbi(emissions, mask, *params, constraints)
+        host_paths = paths.cpu().numpy()
+        if entities is None:
+            return host_paths, None, None
+        log_z = log_partition(emissions, mask, *params, constraints)
+        path_probs = torch.exp(scores.double() - log_z.double()).cpu().numpy()
+        spans = entities(host_paths)
+        probs = entity_probabilities(
+            emissions, mask, tuple(params), constraints, scheme, tag_names, spans
+        )
+    return host_paths, path_probs, probs.double().cpu().numpy()
 
 
 def torch_constraints(

@@ -11,7 +11,7 @@ entity can cross one.
 from collections.abc import Callable, Iterable
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy
 import srsly
@@ -20,16 +20,17 @@ from spacy.errors import Errors
 from spacy.language import Language
 from spacy.pipeline.pipe import deserialize_config
 from spacy.pipeline.trainable_pipe import TrainablePipe
-from spacy.tokens import Doc, Span
+from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
-from thinc.api import Model, Optimizer, set_dropout_rate
+from thinc.api import Model, Optimizer, set_dropout_rate, xp2torch
 from thinc.types import Floats2d, Ints1d
 
+from .confidence import candidate_entities
 from .layers import (
     NonFiniteLoss,
     Segments,
-    crf_decode,
+    crf_decode_with_confidence,
     crf_device,
     crf_loss,
     make_segments,
@@ -39,6 +40,22 @@ from .registrations import entity_score
 from .tags import TagScheme, biluo_to_scheme, get_scheme
 
 _MISSING = (None, "-")
+
+
+# Filled in when the component computes probabilities (entity_probs = true).
+if not Span.has_extension("crf_prob"):
+    Span.set_extension("crf_prob", default=None)
+if not Doc.has_extension("crf_path_prob"):
+    Doc.set_extension("crf_path_prob", default=None)
+
+
+class CRFPredictions(NamedTuple):
+    """What ``predict`` returns when probabilities are on (see ``set_annotations``)."""
+
+    tag_ids: list[Ints1d]
+    entity_probs: list[dict[tuple[int, int, str], float]]  # per doc: (start, end, label) -> p
+    path_probs: list[float]  # per doc: probability of the decoded tag sequence
+    candidates: list[list[tuple[int, int, str, float]]]  # per doc: spans >= the threshold
 
 
 class ComponentLoadError(ValueError):
@@ -64,6 +81,10 @@ class CRFEntityRecognizer(TrainablePipe):
         tag_scheme: str = "BILUO",
         constrained: bool = True,
         respect_sentences: bool = True,
+        entity_probs: bool = False,
+        spans_key: str = "crf_ner",
+        candidate_threshold: float | None = None,
+        max_candidate_length: int = 10,
         scorer: Callable | None = entity_score,
     ) -> None:
         """Initialize the component; see ``make_crf_ner`` for the settings.
@@ -78,6 +99,15 @@ class CRFEntityRecognizer(TrainablePipe):
         self.scorer = scorer
         self.constrained = constrained
         self.respect_sentences = respect_sentences
+        self.entity_probs = entity_probs
+        self.spans_key = spans_key
+        if candidate_threshold is not None and not 0.0 < candidate_threshold <= 1.0:
+            raise ValueError(
+                f"[crf_ner] candidate_threshold of component '{name}' must be in (0, 1] or "
+                f"null; got {candidate_threshold}"
+            )
+        self.candidate_threshold = candidate_threshold
+        self.max_candidate_length = max_candidate_length
         self.cfg: dict[str, Any] = {"labels": [], "tag_scheme": self._check_scheme(tag_scheme)}
         self._constraints: dict[tuple, Any] = {}
 
@@ -181,35 +211,151 @@ class CRFEntityRecognizer(TrainablePipe):
         self.model.initialize(X=doc_sample)
 
     # ------------------------------------------------------------------ prediction
-    def predict(self, docs: Iterable[Doc]) -> list[Ints1d]:
+    def predict(self, docs: Iterable[Doc]) -> "list[Ints1d] | CRFPredictions":
         """The best tag index sequence for each doc, from one constrained Viterbi call.
 
-        Docs are not modified.
+        With ``entity_probs`` (or ``candidate_threshold``) on, a ``CRFPredictions`` that also
+        holds each predicted entity's exact probability, each doc's best-path probability and
+        the candidate spans, from the same padded batch. Docs are not modified.
         """
         docs = list(docs)
+        scored = self.entity_probs or self.candidate_threshold is not None
         if not any(len(doc) for doc in docs):
-            return [numpy.zeros((len(doc),), dtype="int64") for doc in docs]
+            empty = [numpy.zeros((len(doc),), dtype="int64") for doc in docs]
+            if not scored:
+                return empty
+            return CRFPredictions(empty, [{} for _ in docs], [1.0] * len(docs), [[] for _ in docs])
         emissions = self.model.predict(docs)
         segments, where = self._segments([doc for doc in docs], None)
         crf = self.model.get_ref("crf")
         flat = self.model.ops.flatten(emissions)
-        paths = crf_decode(crf, flat, segments, self._get_constraints())
+        spans: list[tuple[int, int, int, str]] = []
+        n_entities = 0
+
+        def entities_of(paths: numpy.ndarray) -> list[tuple[int, int, int, str]]:
+            nonlocal n_entities
+            tag_names, scheme = self.tag_names, self.scheme
+            for row, (_, _, length) in enumerate(where):
+                tags = [tag_names[int(i)] for i in paths[row, :length]]
+                spans.extend(
+                    (row, s, e, label) for s, e, label in scheme.tags_to_spans(tags, strict=False)
+                )
+            n_entities = len(spans)
+            if self.candidate_threshold is not None:
+                lengths = [length for _, _, length in where]
+                spans.extend(candidate_entities(lengths, self.labels, self.max_candidate_length))
+            return spans
+
+        paths, path_probs, probs = crf_decode_with_confidence(
+            crf,
+            flat,
+            segments,
+            self._get_constraints(),
+            entities_of if scored else None,
+            self.scheme,
+            self.tag_names,
+        )
         out = [numpy.zeros((len(doc),), dtype="int64") for doc in docs]
         for row, (i, start, length) in enumerate(where):
             out[i][start : start + length] = paths[row, :length]
-        return out
+        if not scored:
+            return out
+        assert path_probs is not None and probs is not None
+        entity_probs: list[dict[tuple[int, int, str], float]] = [{} for _ in docs]
+        doc_path_probs = [1.0] * len(docs)
+        candidates: list[list[tuple[int, int, str, float]]] = [[] for _ in docs]
+        for row, (i, _, _) in enumerate(where):
+            doc_path_probs[i] *= float(path_probs[row])
+        for n, (row, s, e, label) in enumerate(spans):
+            i, start, _ = where[row]
+            key = (start + s, start + e, label)
+            if n < n_entities:
+                entity_probs[i][key] = float(probs[n])
+            elif probs[n] >= self.candidate_threshold:
+                candidates[i].append((*key, float(probs[n])))
+        return CRFPredictions(out, entity_probs, doc_path_probs, candidates)
 
-    def set_annotations(self, docs: Iterable[Doc], tag_ids: list[Ints1d]) -> None:
-        """Write the entities of the predicted tags into ``Doc.ents`` (replacing any)."""
+    def set_annotations(self, docs: Iterable[Doc], predictions: Any) -> None:
+        """Write the entities of the predicted tags into ``Doc.ents`` (replacing any).
+
+        With probabilities, each entity also gets ``ent._.crf_prob``, the doc
+        ``doc._.crf_path_prob``, and ``doc.spans[spans_key]`` holds the entities with
+        ``attrs["scores"]``; with ``candidate_threshold``, ``doc.spans[spans_key +
+        "_candidates"]`` holds every span at or above it (overlaps allowed), best first.
+        """
+        scored = isinstance(predictions, CRFPredictions)
+        tag_ids = predictions.tag_ids if scored else predictions
         tag_names = self.tag_names
         scheme = self.scheme
-        for doc, ids in zip(docs, tag_ids, strict=True):
+        for d, (doc, ids) in enumerate(zip(docs, tag_ids, strict=True)):
             ents = []
             for start, end in self._doc_sequences(doc, None):
                 tags = [tag_names[int(i)] for i in ids[start:end]]
                 for s, e, label in scheme.tags_to_spans(tags, strict=False):
                     ents.append(Span(doc, start + s, start + e, label=label))
             doc.set_ents(ents, default="outside")
+            if not scored:
+                continue
+            if self.entity_probs:
+                probs = [predictions.entity_probs[d].get((e.start, e.end, e.label_)) for e in ents]
+                for ent, prob in zip(doc.ents, probs, strict=True):
+                    ent._.crf_prob = prob
+                doc._.crf_path_prob = predictions.path_probs[d]
+                group = SpanGroup(doc, name=self.spans_key, spans=ents)
+                group.attrs["scores"] = probs
+                doc.spans[self.spans_key] = group
+            if self.candidate_threshold is not None:
+                found = sorted(predictions.candidates[d], key=lambda c: -c[3])
+                key = f"{self.spans_key}_candidates"
+                group = SpanGroup(
+                    doc, name=key, spans=[Span(doc, s, e, label=lab) for s, e, lab, _ in found]
+                )
+                group.attrs["scores"] = [p for *_, p in found]
+                doc.spans[key] = group
+
+    def nbest(self, docs: Iterable[Doc], k: int = 5) -> list[list[tuple[list[Span], float]]]:
+        """The ``k`` best analyses of each doc: (entities, probability), most probable first.
+
+        Each doc is one CRF sequence here (sentence boundaries are not split), so the
+        probabilities of a doc's analyses are comparable and sum to at most 1.
+        """
+        import torch
+
+        from .crf import log_partition
+        from .crf import nbest as crf_nbest
+        from .layers import _crf_params, _pad
+
+        docs = list(docs)
+        result: list[list[tuple[list[Span], float]]] = [[] for _ in docs]
+        rows = [i for i, doc in enumerate(docs) if len(doc)]
+        if not rows:
+            return [[([], 1.0)] for _ in docs]
+        emissions = self.model.predict([docs[i] for i in rows])
+        flat = self.model.ops.flatten(emissions)
+        offsets = numpy.cumsum([0] + [len(docs[i]) for i in rows])[:-1]
+        segments = make_segments(offsets, [len(docs[i]) for i in rows])
+        crf = self.model.get_ref("crf")
+        constraints = self._get_constraints()
+        with torch.no_grad():
+            padded, mask = _pad(xp2torch(flat), segments)
+            params = _crf_params(crf, False)
+            paths, scores = crf_nbest(padded, mask, *params, k, constraints)
+            log_z = log_partition(padded, mask, *params, constraints)
+            probs = torch.exp(scores.double() - log_z.double().unsqueeze(1)).cpu().numpy()
+            paths = paths.cpu().numpy()
+        tag_names, scheme = self.tag_names, self.scheme
+        for r, i in enumerate(rows):
+            doc = docs[i]
+            for rank in range(k):
+                if not probs[r, rank] > 0.0:
+                    break
+                tags = [tag_names[int(t)] for t in paths[r, rank, : len(doc)]]
+                ents = [Span(doc, s, e, label=lab) for s, e, lab in scheme.tags_to_spans(tags)]
+                result[i].append((ents, float(probs[r, rank])))
+        for i, doc in enumerate(docs):
+            if not len(doc):
+                result[i] = [([], 1.0)]
+        return result
 
     def _doc_sequences(self, doc: Doc, gold: list[str | None] | None) -> list[tuple[int, int]]:
         """The (start, end) token ranges that are separate CRF sequences of a doc.

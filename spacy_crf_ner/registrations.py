@@ -46,6 +46,10 @@ DEFAULT_MODEL = Config().from_str(DEFAULT_CRF_NER_MODEL)["model"]
         "tag_scheme": "BILUO",
         "constrained": True,
         "respect_sentences": True,
+        "entity_probs": False,
+        "spans_key": "crf_ner",
+        "candidate_threshold": None,
+        "max_candidate_length": 10,
         "scorer": {"@scorers": "spacy_crf_ner.entity_scorer.v1"},
     },
     default_score_weights={
@@ -62,6 +66,10 @@ def make_crf_ner(
     tag_scheme: str = "BILUO",
     constrained: bool = True,
     respect_sentences: bool = True,
+    entity_probs: bool = False,
+    spans_key: str = "crf_ner",
+    candidate_threshold: float | None = None,
+    max_candidate_length: int = 10,
     scorer: Callable | None = None,
 ) -> Any:
     """Create a CRF entity recognizer (``CRFEntityRecognizer``).
@@ -74,6 +82,14 @@ def make_crf_ner(
         decoding (e.g. BILUO I-X after O).
     respect_sentences: when docs have sentence boundaries, decode each sentence as its own
         sequence, so that no entity crosses a boundary.
+    entity_probs: give every predicted entity its exact probability under the CRF
+        (``ent._.crf_prob``, and ``doc.spans[spans_key]`` with ``attrs["scores"]``) and each
+        doc its best-path probability (``doc._.crf_path_prob``). Off: nothing is computed.
+    spans_key: the ``doc.spans`` key for the scored entities.
+    candidate_threshold: if set, also store in ``doc.spans[spans_key + "_candidates"]`` every
+        span of up to ``max_candidate_length`` tokens whose probability is at least this,
+        including spans not on the best path (overlaps allowed), with their scores.
+    max_candidate_length: the longest candidate span, in tokens.
     scorer: the scoring method, ``spacy_crf_ner.entity_scorer.v1`` by default.
     """
     from .pipe import CRFEntityRecognizer
@@ -85,6 +101,10 @@ def make_crf_ner(
         tag_scheme=tag_scheme,
         constrained=constrained,
         respect_sentences=respect_sentences,
+        entity_probs=entity_probs,
+        spans_key=spans_key,
+        candidate_threshold=candidate_threshold,
+        max_candidate_length=max_candidate_length,
         scorer=scorer,
     )
 

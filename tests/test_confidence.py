@@ -60,3 +60,154 @@ def test_candidates_enumerate_spans():
     assert candidate_entities([3, 0], ["X", "Y"], 1) == [
         (0, t, t + 1, lab) for t in range(3) for lab in ("X", "Y")
     ]
+
+
+# ------------------------------------------------------------------ the component
+
+
+@pytest.fixture(scope="module")
+def overfit():
+    """A small crf_ner overfitted on a few docs (one torch thread: see test_pipe)."""
+    from spacy.lang.en import English
+    from spacy.training import Example
+    from spacy.util import fix_random_seed
+
+    from tests.test_pipe import SMALL_MODEL, TRAIN_DATA
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    fix_random_seed(0)
+    nlp = English()
+    nlp.add_pipe("crf_ner", config={"model": SMALL_MODEL})
+    examples = [Example.from_dict(nlp.make_doc(t), {"entities": e}) for t, e in TRAIN_DATA]
+    optimizer = nlp.initialize(get_examples=lambda: examples)
+    for _ in range(80):
+        nlp.update(examples, sgd=optimizer)
+    yield nlp, examples
+    torch.set_num_threads(threads)
+
+
+def test_switch_off_leaves_spans_untouched(overfit):
+    nlp, examples = overfit
+    ner = nlp.get_pipe("crf_ner")
+    assert ner.entity_probs is False and ner.candidate_threshold is None
+    doc = nlp(examples[3].reference.text)
+    assert doc.ents and "crf_ner" not in doc.spans
+    assert all(ent._.crf_prob is None for ent in doc.ents) and doc._.crf_path_prob is None
+
+
+def test_entity_probabilities_on_overfit_model(overfit):
+    nlp, examples = overfit
+    ner = nlp.get_pipe("crf_ner")
+    ner.entity_probs = True
+    try:
+        docs = list(nlp.pipe([eg.reference.text for eg in examples]))
+    finally:
+        ner.entity_probs = False
+    for doc, eg in zip(docs, examples, strict=True):
+        gold = [(e.start, e.end, e.label_) for e in eg.reference.ents]
+        assert [(e.start, e.end, e.label_) for e in doc.ents] == gold
+        scores = doc.spans["crf_ner"].attrs["scores"]
+        assert len(scores) == len(doc.ents) == len(doc.spans["crf_ner"])
+        for ent, score in zip(doc.ents, scores, strict=True):
+            assert ent._.crf_prob == score
+            assert 0.9 < score <= 1.0  # the gold entities of an overfit model are near-certain
+        assert 0.0 < doc._.crf_path_prob <= 1.0
+        # The path probability bounds every entity on it from below.
+        assert all(doc._.crf_path_prob <= s + 1e-9 for s in scores)
+
+
+def test_entity_probabilities_match_engine(overfit):
+    """The component's numbers are the engine's exact span posteriors for its emissions."""
+    from spacy_crf_ner.confidence import entity_probabilities
+    from spacy_crf_ner.layers import _crf_params
+
+    nlp, examples = overfit
+    ner = nlp.get_pipe("crf_ner")
+    text = "Angela Merkel visited London and Paris."
+    ner.entity_probs = True
+    try:
+        doc = nlp(text)
+    finally:
+        ner.entity_probs = False
+    emissions = torch.tensor(ner.model.predict([nlp.make_doc(text)])[0]).unsqueeze(0)
+    mask = torch.ones(emissions.shape[:2], dtype=torch.bool)
+    params = tuple(p.detach() for p in _crf_params(ner.model.get_ref("crf"), False))
+    entities = [(0, e.start, e.end, e.label_) for e in doc.ents]
+    expected = entity_probabilities(
+        emissions, mask, params, ner._get_constraints(), ner.scheme, ner.tag_names, entities
+    )
+    assert doc.spans["crf_ner"].attrs["scores"] == pytest.approx(expected.tolist(), abs=1e-6)
+
+
+def test_candidates_include_spans_off_the_best_path(overfit):
+    nlp, _ = overfit
+    ner = nlp.get_pipe("crf_ner")
+    ner.candidate_threshold = 0.001
+    try:
+        doc = nlp("Shaka Khan bought a startup in Berlin and London.")
+    finally:
+        ner.candidate_threshold = None
+    group = doc.spans["crf_ner_candidates"]
+    scores = group.attrs["scores"]
+    assert len(group) == len(scores) > 0
+    assert scores == sorted(scores, reverse=True)
+    assert all(0.001 <= s <= 1.0 for s in scores)
+    found = {(s.start, s.end, s.label_) for s in group}
+    assert {(e.start, e.end, e.label_) for e in doc.ents} <= found
+    assert "crf_ner" not in doc.spans  # entity_probs stayed off
+
+
+def test_nbest_analyses(overfit):
+    nlp, examples = overfit
+    ner = nlp.get_pipe("crf_ner")
+    docs = [nlp.make_doc(eg.reference.text) for eg in examples] + [nlp.make_doc("")]
+    analyses = ner.nbest(docs, k=4)
+    assert len(analyses) == len(docs)
+    for eg, found in zip(examples, analyses, strict=False):
+        probs = [p for _, p in found]
+        assert probs == sorted(probs, reverse=True)
+        assert 0.0 < sum(probs) <= 1.0 + 1e-9
+        best = [(e.start, e.end, e.label_) for e in found[0][0]]
+        assert best == [(e.start, e.end, e.label_) for e in eg.reference.ents]
+    assert analyses[-1] == [([], 1.0)]
+
+
+def test_invalid_candidate_threshold():
+    from spacy.lang.en import English
+
+    with pytest.raises(ValueError, match="candidate_threshold"):
+        English().add_pipe("crf_ner", config={"candidate_threshold": 1.5})
+
+
+def test_rank_documents_orders_by_uncertainty(overfit, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from spacy_crf_ner.rank import rank_documents
+
+    nlp, examples = overfit
+    texts = [eg.reference.text for eg in examples] + ["Zorblat quixed the flumbering vorp."]
+    records = rank_documents(nlp, texts, by="path")
+    assert sorted(r["index"] for r in records) == list(range(len(texts)))
+    values = [r["uncertainty"] for r in records]
+    assert values == sorted(values, reverse=True)
+    assert all(0.0 <= v <= 1.0 for v in values)
+    assert nlp.get_pipe("crf_ner").entity_probs is False  # restored
+    by_entity = rank_documents(nlp, texts, by="entity")
+    for record in by_entity:
+        probs = [e["prob"] for e in record["entities"]]
+        assert record["uncertainty"] == pytest.approx(1 - min(probs) if probs else 0.0, abs=1e-6)
+    # Through the CLI on a saved pipeline.
+    nlp.to_disk(tmp_path / "model")
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n", encoding="utf8")
+    out = tmp_path / "queue.jsonl"
+    subprocess.run(
+        [sys.executable, "-m", "spacy_crf_ner", "rank", str(tmp_path / "model"),
+         str(tmp_path / "in.txt"), "--output", str(out)],
+        check=True,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    lines = [json.loads(line) for line in out.read_text(encoding="utf8").splitlines()]
+    assert [r["text"] for r in lines] == [r["text"] for r in records]
