@@ -15,8 +15,9 @@ from spacy.training import Example
 from spacy.util import registry
 from thinc.api import Config, Model
 
-# Registers the architectures even when the package's entry points are not installed.
-from . import architectures  # noqa: F401
+# Registers the architectures, layers and callbacks even when the package's entry points are
+# not installed (both modules are light: no torch, no transformers at import).
+from . import architectures, transformer  # noqa: F401
 
 DEFAULT_CRF_NER_MODEL = """
 [model]
