@@ -26,7 +26,6 @@ from spacy.vocab import Vocab
 from thinc.api import Model, Optimizer, set_dropout_rate, xp2torch
 from thinc.types import Floats2d, Ints1d
 
-from .confidence import candidate_entities
 from .layers import (
     NonFiniteLoss,
     Segments,
@@ -233,6 +232,8 @@ class CRFEntityRecognizer(TrainablePipe):
         n_entities = 0
 
         def entities_of(paths: numpy.ndarray) -> list[tuple[int, int, int, str]]:
+            from .confidence import candidate_entities  # imports torch: only when used
+
             nonlocal n_entities
             tag_names, scheme = self.tag_names, self.scheme
             for row, (_, _, length) in enumerate(where):
