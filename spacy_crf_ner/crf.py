@@ -252,9 +252,16 @@ class _Posteriors(NamedTuple):
     rev_cum: Tensor  # (T, B) float64: log beta[t] + e[t] = log_bwd[t] + rev_cum[t]
 
 
-def _posteriors(emissions, mask, lengths, trans, start, end, log_space) -> _Posteriors:
-    """Forward-backward: unary marginals plus what the pairwise marginals are built from."""
-    local, log_norm, log_z = _forward_quantities(emissions, lengths, trans, start, end, log_space)
+def _posteriors(
+    emissions, mask, lengths, trans, start, end, log_space, forward=None
+) -> _Posteriors:
+    """Forward-backward: unary marginals plus what the pairwise marginals are built from.
+
+    ``forward``: the ``_forward_quantities`` of these inputs if already computed.
+    """
+    if forward is None:
+        forward = _forward_quantities(emissions, lengths, trans, start, end, log_space)
+    local, log_norm, log_z = forward
     # Backward vectors are the forward scan over each reversed sequence with the transposed
     # transitions, started by the end scores: beta[t] = alpha_rev[n-1-t] - e[t].
     rev_local, rev_norm = _sum_product_scan(_reverse(emissions, lengths), trans.t(), end, log_space)
@@ -316,16 +323,21 @@ class _LogPartition(torch.autograd.Function):
     def forward(ctx, emissions, mask, trans, start, end):
         lengths = mask.sum(1)
         log_space = _needs_log_space(emissions, mask, trans)
-        _, _, log_z = _forward_quantities(emissions, lengths, trans, start, end, log_space)
-        ctx.save_for_backward(emissions, mask, trans, start, end)
+        local, log_norm, log_z = _forward_quantities(
+            emissions, lengths, trans, start, end, log_space
+        )
+        # The backward pass reuses the forward scan (a third of the work) instead of redoing it.
+        ctx.save_for_backward(emissions, mask, trans, start, end, local, log_norm, log_z)
         ctx.log_space = log_space
         return log_z
 
     @staticmethod
     def backward(ctx, grad_log_z):
-        emissions, mask, trans, start, end = ctx.saved_tensors
+        emissions, mask, trans, start, end, local, log_norm, log_z = ctx.saved_tensors
         lengths = mask.sum(1)
-        post = _posteriors(emissions, mask, lengths, trans, start, end, ctx.log_space)
+        post = _posteriors(
+            emissions, mask, lengths, trans, start, end, ctx.log_space, (local, log_norm, log_z)
+        )
         # Sequences whose log Z is -inf (no allowed path) have no defined gradient: zero.
         grad = torch.where(torch.isfinite(post.log_z), grad_log_z, torch.zeros_like(grad_log_z))
         unary = post.unary * grad.to(emissions.dtype).view(1, -1, 1)  # (T, B, K)
