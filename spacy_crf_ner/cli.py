@@ -29,6 +29,9 @@ def predict_cli(
     from wasabi import msg
 
     nlp = spacy.load(model)
+    for _, pipe in nlp.pipeline:  # show each entity's probability where the CRF can give it
+        if hasattr(pipe, "entity_probs"):
+            pipe.entity_probs = True
     for doc in nlp.pipe(texts):
         msg.divider(doc.text if len(doc.text) <= 70 else doc.text[:67] + "...")
         if not doc.ents:
@@ -38,7 +41,7 @@ def predict_cli(
             prob = ent._.get("crf_prob") if ent.has_extension("crf_prob") else None
             rows.append((ent.text, ent.label_, f"{ent.start_char}-{ent.end_char}", _fmt(prob)))
         if rows:
-            print(msg.table(rows, header=("entity", "label", "chars", "probability")))
+            msg.table(rows, header=("entity", "label", "chars", "probability"))
 
 
 def _fmt(value: float | None) -> str:
