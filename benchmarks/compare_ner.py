@@ -153,12 +153,12 @@ def main() -> None:
             args.skip_train,
         )
         scores = evaluate(model, test, args.threads)
-        dev_words = records[-1]["words"] if records else 0
+        train_words = records[-1]["words"] if records else 0
         results[name] = {
             "train_seconds": elapsed,
             "steps": records[-1]["step"] if records else 0,
             "best_dev_f": max((r["score"] for r in records), default=0.0),
-            "train_words": dev_words,
+            "train_words": train_words,
             "test": {
                 "spacy": scores["spacy"]["micro"],
                 "seqeval": scores["seqeval"]["micro"],
