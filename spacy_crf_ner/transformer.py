@@ -15,6 +15,10 @@ the Hugging Face model over (strided) windows of each doc, and ``crf_ner``'s
 * ``spacy_crf_ner.configure_transformer.v1`` (an ``[initialize.after_init]`` callback):
   freeze the embeddings and the lower N layers of the loaded Hugging Face model, or all of
   it, and scale the transformer's learning rate relative to the head's.
+* ``spacy_crf_ner.resolve_transformer_path.v1`` (an ``[initialize.before_init]``
+  callback): a relative local model path is resolved from the config file's folder (then
+  the working directory), and a local path that does not exist is a clear error instead of
+  a failed hub download.
 
 Nothing heavy is imported at module level (spaCy imports this module through its entry
 points): torch only inside the callback.
@@ -22,8 +26,11 @@ points): torch only inside the callback.
 
 from __future__ import annotations
 
+import os
+import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spacy.ml.models.tok2vec import MultiHashEmbed
@@ -320,3 +327,81 @@ def scale_learn_rate(model: Model, scale: float) -> None:
         for shim in node.shims:
             shim.crf_ner_lr_scale = scale
             shim.finish_update = types.MethodType(_scaled_finish_update, shim)
+
+
+# --------------------------------------------------------------------------------------------
+# Local model paths
+
+
+@registry.callbacks("spacy_crf_ner.resolve_transformer_path.v1")
+def make_resolve_transformer_path(
+    component: str = "transformer", config_dir: str | None = None
+) -> Callable[[Language], Language]:
+    """An ``[initialize.before_init]`` callback: make a relative model path absolute.
+
+    spacy-transformers hands the model name to ``from_pretrained``, which resolves a
+    relative path from the working directory and takes any string that is not an existing
+    directory for a hub id: ``../models/bert`` written next to a config then fails as a
+    download (or, offline, as a malformed repo id) when ``spacy train`` runs elsewhere.
+    This callback rewrites the transformer's name before it is loaded:
+
+    * ``~`` and ``$VARS`` are expanded; an absolute path is kept;
+    * a relative path is looked up in ``config_dir`` (default: the folder of the ``.cfg``
+      file on the command line, as in ``spacy train configs/x.cfg``), then in the working
+      directory (where a project.yml's commands run); the first that exists is used;
+    * a name that is clearly a path (absolute, or starting with ``./``, ``../`` or ``~``)
+      and exists nowhere raises an error naming the places tried; anything else (e.g.
+      ``roberta-base``) is left to the hub.
+
+    It runs only when ``spacy train`` (or ``nlp.initialize``) loads the model; a trained
+    pipeline holds its weights and ignores the name.
+    """
+
+    def resolve_transformer_path(nlp: Language) -> Language:
+        if component not in nlp.pipe_names:
+            raise ValueError(
+                f"[crf_ner] resolve_transformer_path: no component '{component}' in the "
+                f"pipeline {nlp.pipe_names}; set its 'component' to the transformer's name."
+            )
+        model = nlp.get_pipe(component).model
+        name = model.attrs.get("name")
+        if isinstance(name, str):
+            dirs = [Path(config_dir)] if config_dir else command_line_config_dirs()
+            model.attrs["name"] = resolve_model_path(name, dirs)
+        return nlp
+
+    return resolve_transformer_path
+
+
+def command_line_config_dirs(argv: Sequence[str] | None = None) -> list[Path]:
+    """Folders of the existing ``.cfg`` files named on the command line.
+
+    spaCy's config system does not record where a config was read from; its CLI commands
+    (train, debug, assemble) take the config path as an argument, so that is where it is.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    return [
+        Path(arg).resolve().parent for arg in argv if arg.endswith(".cfg") and Path(arg).is_file()
+    ]
+
+
+def resolve_model_path(name: str, config_dirs: Sequence[Path]) -> str:
+    """``name`` as an absolute path when it is a local one (see the callback above)."""
+    expanded = os.path.expandvars(os.path.expanduser(name))
+    path = Path(expanded)
+    if path.is_absolute():
+        if not path.exists():
+            raise ValueError(f"[crf_ner] The transformer model directory {path} does not exist.")
+        return str(path)
+    candidates = [directory / path for directory in config_dirs] + [Path.cwd() / path]
+    for candidate in candidates:
+        if candidate.exists():
+            return str(candidate.resolve())
+    if name.startswith(("./", "../", ".\\", "..\\", "~")) or name in (".", ".."):
+        tried = ", ".join(str(candidate) for candidate in candidates)
+        raise ValueError(
+            f"[crf_ner] The transformer model path {name!r} does not exist (looked in: "
+            f"{tried}). Relative paths are resolved from the config file's folder, then the "
+            "working directory; pass an absolute path or a Hugging Face hub name."
+        )
+    return name

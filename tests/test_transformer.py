@@ -131,16 +131,24 @@ def write_docbin(nlp: Language, data: list[tuple[str, list]], path: Path) -> Pat
 def test_spacy_train_cli(
     tiny_bert: Path, tmp_path: Path, config: Path, data: list, text: str
 ) -> None:
-    """A few steps of `spacy train` with each config, then load the trained pipeline."""
+    """A few steps of `spacy train` with each config, then load the trained pipeline.
+
+    The config is copied to project/configs/ and names the model ../models/bert: relative
+    to the config, not to the working directory (tmp_path), where it does not exist."""
     settings = load_config(config)["nlp"]
     blank = spacy.blank(settings["lang"], config={"nlp": {"tokenizer": settings["tokenizer"]}})
     corpus = write_docbin(blank, data, tmp_path / "train.spacy")
+    project = tmp_path / "project"
+    (project / "configs").mkdir(parents=True)
+    shutil.copy(config, project / "configs" / config.name)
+    shutil.copytree(tiny_bert, project / "models" / "bert")
+    assert not (tmp_path / "../models/bert").exists()
     command = [
-        sys.executable, "-m", "spacy", "train", str(config),
+        sys.executable, "-m", "spacy", "train", str(project / "configs" / config.name),
         "--output", str(tmp_path / "out"),
         "--paths.train", str(corpus),
         "--paths.dev", str(corpus),
-        "--paths.transformer_model", str(tiny_bert),
+        "--paths.transformer_model", "../models/bert",
         "--training.max_steps", "10",
         "--training.eval_frequency", "5",
     ]  # fmt: skip
@@ -152,6 +160,48 @@ def test_spacy_train_cli(
     doc = trained(text)
     assert len(doc) > 0
     assert {ent.label_ for ent in doc.ents} <= set(trained.get_pipe("crf_ner").labels)
+
+
+def test_resolve_model_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Relative paths: the config's folder first, then the working directory; hub names
+    pass through; a ./ ../ or absolute path that exists nowhere is an error naming it."""
+    from spacy_crf_ner.transformer import command_line_config_dirs, resolve_model_path
+
+    (tmp_path / "configs").mkdir()
+    config = tmp_path / "configs" / "x.cfg"
+    config.write_text("[nlp]\n")
+    (tmp_path / "configs" / "bert").mkdir()
+    (tmp_path / "work" / "bert").mkdir(parents=True)
+    (tmp_path / "work" / "other").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    dirs = command_line_config_dirs(["train", str(config), "--output", "out"])
+    assert dirs == [tmp_path / "configs"]
+    assert resolve_model_path("bert", dirs) == str(tmp_path / "configs" / "bert")
+    assert resolve_model_path("./other", dirs) == str(tmp_path / "work" / "other")
+    assert resolve_model_path("../work/bert", dirs) == str(tmp_path / "work" / "bert")
+    assert resolve_model_path(str(tmp_path / "work" / "bert"), []) == str(tmp_path / "work/bert")
+    assert resolve_model_path("roberta-base", dirs) == "roberta-base"
+    assert resolve_model_path("FacebookAI/roberta-base", dirs) == "FacebookAI/roberta-base"
+    for missing in ["./missing", "../models/missing", str(tmp_path / "missing")]:
+        with pytest.raises(ValueError, match="missing") as error:
+            resolve_model_path(missing, dirs)
+        assert "does not exist" in str(error.value)
+    with pytest.raises(ValueError, match=str(tmp_path / "configs")):
+        resolve_model_path("./missing", dirs)
+
+
+def test_resolve_callback_rewrites_the_name(tiny_bert: Path, tmp_path: Path) -> None:
+    """The before_init callback turns a config-relative name into the absolute path that
+    spacy-transformers then loads."""
+    nlp = build_nlp(tiny_bert)
+    relative = os.path.relpath(tiny_bert, tmp_path)
+    assert relative.startswith("..")
+    nlp.get_pipe("transformer").model.attrs["name"] = relative
+    callback = spacy.registry.callbacks.get("spacy_crf_ner.resolve_transformer_path.v1")
+    callback(config_dir=str(tmp_path))(nlp)
+    assert nlp.get_pipe("transformer").model.attrs["name"] == str(tiny_bert.resolve())
+    with pytest.raises(ValueError, match="no component 'encoder'"):
+        callback(component="encoder")(nlp)
 
 
 # --------------------------------------------------------------------------------------------
@@ -396,6 +446,9 @@ def test_configs_settings() -> None:
         assert 0 < trf["get_spans"]["stride"] < trf["get_spans"]["window"]
         assert cfg["initialize"]["after_init"]["@callbacks"] == (
             "spacy_crf_ner.configure_transformer.v1"
+        )
+        assert cfg["initialize"]["before_init"]["@callbacks"] == (
+            "spacy_crf_ner.resolve_transformer_path.v1"
         )
     en = load_config(EN_CONFIG)
     assert en["paths"]["transformer_model"] == "roberta-base"
