@@ -129,8 +129,11 @@ def prepare_corpus(
             docs = list(DocBin().from_disk(path).get_docs(nlp.vocab))
             docs = docs[:keep] if keep else docs
             for doc in docs:
-                for token, tag in zip(doc, doc_to_biluo_tags(doc, missing="-"), strict=True):
-                    token.tag_ = "" if tag == "-" else tag
+                # doc_to_biluo_tags' `missing` is the tag of EVERY token outside an entity, so
+                # it must be "O"; tokens whose entity annotation is missing (ent_iob 0) get no
+                # tag, which the tagger treats as unknown.
+                for token, tag in zip(doc, doc_to_biluo_tags(doc, missing="O"), strict=True):
+                    token.tag_ = tag if token.ent_iob != 0 and tag != "-" else ""
             DocBin(docs=docs, store_user_data=False).to_disk(target)
         tagged[split] = target
     return tagged
@@ -182,6 +185,11 @@ def train(
     """``spacy train`` until the budget or max_steps; model-best is the best dev checkpoint."""
     output = out / name
     log = out / f"{name}.train.jsonl"
+    meta = out / f"{name}.train.json"
+    if args.reuse and (output / "model-best").exists() and log.exists() and meta.exists():
+        print(f"Reusing the trained {output} (--reuse)", flush=True)
+        records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        return output / "model-best", records, json.loads(meta.read_text())["train_seconds"]
     log.unlink(missing_ok=True)
     env = dict(os.environ, BENCH_LOG=str(log), OMP_NUM_THREADS=str(args.threads))
     env["MKL_NUM_THREADS"] = env["OPENBLAS_NUM_THREADS"] = str(args.threads)
@@ -206,6 +214,7 @@ def train(
     if proc.returncode not in (0, -15):
         raise SystemExit(f"spacy train for {name} failed with exit code {proc.returncode}")
     records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    meta.write_text(json.dumps({"train_seconds": elapsed}))
     return output / "model-best", records, elapsed
 
 
@@ -254,6 +263,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) // 2))
     parser.add_argument("--gpu-id", type=int, default=-1)
     parser.add_argument("--systems", default=",".join(SYSTEMS))
+    parser.add_argument(
+        "--reuse", action="store_true", help="evaluate already trained systems, don't retrain"
+    )
     args = parser.parse_args()
 
     model_path = args.model or default_model_path()
@@ -265,10 +277,12 @@ def main() -> None:
     )
     configs = write_configs(model_path.resolve(), args.out)
     dev_words = docbin_words(corpus["dev"])
-    results: dict[str, Any] = {
-        "model": str(model_path),
-        "words": {split: docbin_words(path) for split, path in corpus.items()},
-    }
+    results_file = args.out / "results.json"
+    results: dict[str, Any] = (
+        json.loads(results_file.read_text()) if args.reuse and (results_file.exists()) else {}
+    )
+    results["model"] = str(model_path)
+    results["words"] = {split: docbin_words(path) for split, path in corpus.items()}
     for name in args.systems.split(","):
         model, records, elapsed = train(name, configs[name], corpus, args.out, args)
         if not model.exists():
@@ -288,7 +302,7 @@ def main() -> None:
             "train_words_per_second": last["words"] / max(last["seconds"] - eval_seconds, 1e-9),
             "infer_words_per_second": scores["words_per_second"],
         }
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+        results_file.write_text(json.dumps(results, indent=2))  # after each system
     print_table(results)
 
 
