@@ -50,6 +50,6 @@ def _fmt(value: float | None) -> str:
 
 def main() -> None:
     # Imported for their side effect of registering commands on ``app``.
-    from spacy_crf_ner import convert, evaluate, rank  # noqa: F401
+    from spacy_crf_ner import calibrate, convert, evaluate, rank  # noqa: F401
 
     app()

@@ -181,12 +181,15 @@ def crf_decode_with_confidence(
     entities: Callable[[numpy.ndarray], Sequence[tuple[int, int, int, str]]] | None = None,
     scheme: Any = None,
     tag_names: Sequence[str] = (),
+    temperature: float = 1.0,
 ) -> tuple[numpy.ndarray, numpy.ndarray | None, numpy.ndarray | None]:
     """Viterbi paths, and optionally each row's best-path probability and entity probabilities.
 
     ``entities`` maps the decoded paths to the (row, start, end, label) spans to score (the
     predicted entities, candidates, or both); their exact probabilities come from the same
-    padded batch in one more CRF call. Returns ``(paths, path_probs (B,), entity_probs (N,))``.
+    padded batch in one more CRF call. The probabilities are those of the CRF whose scores
+    are divided by ``temperature``; the paths do not depend on it. Returns ``(paths,
+    path_probs (B,), entity_probs (N,))``.
     """
     import torch
 
@@ -201,6 +204,9 @@ def crf_decode_with_confidence(
         host_paths = paths.cpu().numpy()
         if entities is None:
             return host_paths, None, None
+        if temperature != 1.0:  # a path's score is linear in emissions and params
+            emissions, scores = emissions / temperature, scores / temperature
+            params = [p / temperature for p in params]
         log_z = log_partition(emissions, mask, *params, constraints)
         path_probs = torch.exp(scores.double() - log_z.double()).cpu().numpy()
         spans = entities(host_paths)

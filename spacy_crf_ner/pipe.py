@@ -84,6 +84,7 @@ class CRFEntityRecognizer(TrainablePipe):
         spans_key: str = "crf_ner",
         candidate_threshold: float | None = None,
         max_candidate_length: int = 10,
+        temperature: float = 1.0,
         scorer: Callable | None = entity_score,
     ) -> None:
         """Initialize the component; see ``make_crf_ner`` for the settings.
@@ -107,6 +108,12 @@ class CRFEntityRecognizer(TrainablePipe):
             )
         self.candidate_threshold = candidate_threshold
         self.max_candidate_length = max_candidate_length
+        if not 0.0 < temperature < float("inf"):
+            raise ValueError(
+                f"[crf_ner] temperature of component '{name}' must be a positive number; "
+                f"got {temperature}"
+            )
+        self.temperature = float(temperature)
         self.cfg: dict[str, Any] = {"labels": [], "tag_scheme": self._check_scheme(tag_scheme)}
         self._constraints: dict[tuple, Any] = {}
 
@@ -224,7 +231,14 @@ class CRFEntityRecognizer(TrainablePipe):
             if not scored:
                 return empty
             return CRFPredictions(empty, [{} for _ in docs], [1.0] * len(docs), [[] for _ in docs])
-        emissions = self.model.predict(docs)
+        return self.decode(docs, self.model.predict(docs), scored=scored)
+
+    def decode(
+        self, docs: list[Doc], emissions: list[Floats2d], *, scored: bool
+    ) -> "list[Ints1d] | CRFPredictions":
+        """``predict``'s second half: the CRF over the model's emissions for ``docs``
+        (non-empty in total). Separate so that ``calibrate`` can decode the same emissions
+        at several temperatures."""
         segments, where = self._segments([doc for doc in docs], None)
         crf = self.model.get_ref("crf")
         flat = self.model.ops.flatten(emissions)
@@ -255,6 +269,7 @@ class CRFEntityRecognizer(TrainablePipe):
             entities_of if scored else None,
             self.scheme,
             self.tag_names,
+            self.temperature,
         )
         out = [numpy.zeros((len(doc),), dtype="int64") for doc in docs]
         for row, (i, start, length) in enumerate(where):
@@ -341,7 +356,11 @@ class CRFEntityRecognizer(TrainablePipe):
             padded, mask = _pad(xp2torch(flat), segments)
             params = _crf_params(crf, False)
             paths, scores = crf_nbest(padded, mask, *params, k, constraints)
+            # Every score is linear in the emissions and params: scaling both by 1/T
+            # scales a path's score by 1/T and keeps the ranking.
+            padded, params = padded / self.temperature, [p / self.temperature for p in params]
             log_z = log_partition(padded, mask, *params, constraints)
+            scores = scores / self.temperature
             probs = torch.exp(scores.double() - log_z.double().unsqueeze(1)).cpu().numpy()
             paths = paths.cpu().numpy()
         tag_names, scheme = self.tag_names, self.scheme

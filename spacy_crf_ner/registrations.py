@@ -51,6 +51,7 @@ DEFAULT_MODEL = Config().from_str(DEFAULT_CRF_NER_MODEL)["model"]
         "spans_key": "crf_ner",
         "candidate_threshold": None,
         "max_candidate_length": 10,
+        "temperature": 1.0,
         "scorer": {"@scorers": "spacy_crf_ner.entity_scorer.v1"},
     },
     default_score_weights={
@@ -71,6 +72,7 @@ def make_crf_ner(
     spans_key: str = "crf_ner",
     candidate_threshold: float | None = None,
     max_candidate_length: int = 10,
+    temperature: float = 1.0,
     scorer: Callable | None = None,
 ) -> Any:
     """Create a CRF entity recognizer (``CRFEntityRecognizer``).
@@ -91,6 +93,10 @@ def make_crf_ner(
         span of up to ``max_candidate_length`` tokens whose probability is at least this,
         including spans not on the best path (overlaps allowed), with their scores.
     max_candidate_length: the longest candidate span, in tokens.
+    temperature: divide every CRF score by this before computing probabilities (entity,
+        candidate, path and n-best probabilities); > 1 softens over-confident ones. The
+        predicted entities do not change. ``python -m spacy_crf_ner calibrate`` fits it on
+        a dev set.
     scorer: the scoring method, ``spacy_crf_ner.entity_scorer.v1`` by default.
     """
     from .pipe import CRFEntityRecognizer
@@ -106,6 +112,7 @@ def make_crf_ner(
         spans_key=spans_key,
         candidate_threshold=candidate_threshold,
         max_candidate_length=max_candidate_length,
+        temperature=temperature,
         scorer=scorer,
     )
 

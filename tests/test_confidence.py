@@ -211,3 +211,135 @@ def test_rank_documents_orders_by_uncertainty(overfit, tmp_path):
     )  # fmt: skip
     lines = [json.loads(line) for line in out.read_text(encoding="utf8").splitlines()]
     assert [r["text"] for r in lines] == [r["text"] for r in records]
+
+
+# ------------------------------------------------------------------ temperature
+
+
+def test_temperature_scales_all_scores(overfit):
+    """At temperature T the probabilities are the engine's for emissions and CRF params / T;
+    the entities do not change, and the over-confident path probability softens."""
+    from spacy_crf_ner.confidence import entity_probabilities
+    from spacy_crf_ner.layers import _crf_params
+
+    nlp, _ = overfit
+    ner = nlp.get_pipe("crf_ner")
+    text = "Angela Merkel visited London and Paris."
+    ner.entity_probs = True
+    try:
+        cold = nlp(text)
+        ner.temperature = 3.0
+        warm = nlp(text)
+    finally:
+        ner.entity_probs, ner.temperature = False, 1.0
+    assert [(e.start, e.end, e.label_) for e in warm.ents] == [
+        (e.start, e.end, e.label_) for e in cold.ents
+    ]
+    emissions = torch.tensor(ner.model.predict([nlp.make_doc(text)])[0]).unsqueeze(0)
+    mask = torch.ones(emissions.shape[:2], dtype=torch.bool)
+    params = tuple(p.detach() / 3.0 for p in _crf_params(ner.model.get_ref("crf"), False))
+    entities = [(0, e.start, e.end, e.label_) for e in warm.ents]
+    expected = entity_probabilities(
+        emissions / 3.0, mask, params, ner._get_constraints(), ner.scheme, ner.tag_names, entities
+    )
+    assert warm.spans["crf_ner"].attrs["scores"] == pytest.approx(expected.tolist(), abs=1e-6)
+    assert warm._.crf_path_prob < cold._.crf_path_prob
+    # n-best: same ranking, softer probabilities.
+    ner.temperature = 3.0
+    try:
+        (warm_best,) = ner.nbest([nlp.make_doc(text)], k=3)
+    finally:
+        ner.temperature = 1.0
+    (cold_best,) = ner.nbest([nlp.make_doc(text)], k=3)
+    assert [[(e.start, e.end, e.label_) for e in ents] for ents, _ in warm_best] == [
+        [(e.start, e.end, e.label_) for e in ents] for ents, _ in cold_best
+    ]
+    assert warm_best[0][1] < cold_best[0][1] and sum(p for _, p in warm_best) <= 1.0 + 1e-9
+    assert warm_best[0][1] == pytest.approx(warm._.crf_path_prob, rel=1e-6)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("inf"), float("nan")])
+def test_invalid_temperature(bad):
+    from spacy.lang.en import English
+
+    with pytest.raises(ValueError, match="temperature"):
+        English().add_pipe("crf_ner", config={"temperature": bad})
+
+
+def _calibration_gold(nlp, examples):
+    """The training docs (predicted right), and copies whose gold labels are all changed
+    (predicted wrong with the same high confidence): an over-confident model on this set."""
+    from spacy.tokens import Span
+
+    gold = [eg.reference for eg in examples]
+    relabelled = []
+    for doc in gold:
+        copy = doc.copy()
+        copy.set_ents([Span(copy, e.start, e.end, label="MISC") for e in doc.ents])
+        relabelled.append(copy)
+    return gold + relabelled
+
+
+def test_fit_temperature_softens_an_over_confident_model(overfit):
+    import numpy
+
+    from spacy_crf_ner.calibrate import binary_log_loss, fit_temperature
+
+    nlp, examples = overfit
+    ner = nlp.get_pipe("crf_ner")
+    gold = _calibration_gold(nlp, examples)
+    result = fit_temperature(nlp, gold)
+    assert ner.temperature == 1.0 and ner.entity_probs is False  # restored
+    assert result.accuracy == pytest.approx(0.5)
+    at_1 = next(s for s in result.scores if s.temperature == 1.0)
+    assert result.best.log_loss == min(s.log_loss for s in result.scores)
+    assert result.best.temperature > 1.0
+    assert result.best.log_loss < at_1.log_loss and result.best.ece < at_1.ece
+    # The table's number is what the pipeline gives with that temperature set.
+    ner.entity_probs, ner.temperature = True, result.best.temperature
+    try:
+        docs = list(nlp.pipe([doc.text for doc in gold]))
+    finally:
+        ner.entity_probs, ner.temperature = False, 1.0
+    probs, correct = [], []
+    for doc, ref in zip(docs, gold, strict=True):
+        truth = {(e.start, e.end, e.label_) for e in ref.ents}
+        for ent in doc.ents:
+            probs.append(ent._.crf_prob)
+            correct.append((ent.start, ent.end, ent.label_) in truth)
+    assert len(probs) == result.n_entities
+    assert binary_log_loss(numpy.array(probs), numpy.array(correct, dtype=float)) == (
+        pytest.approx(result.best.log_loss, rel=1e-6)
+    )
+
+
+def test_calibrate_cli_writes_a_copy(overfit, tmp_path):
+    import spacy
+    from spacy.tokens import DocBin
+    from typer.testing import CliRunner
+
+    from spacy_crf_ner.cli import app
+
+    nlp, examples = overfit
+    nlp.to_disk(tmp_path / "model")
+    before = {p: p.read_bytes() for p in (tmp_path / "model").rglob("*") if p.is_file()}
+    DocBin(docs=_calibration_gold(nlp, examples)).to_disk(tmp_path / "dev.spacy")
+    args = ["calibrate", str(tmp_path / "model"), str(tmp_path / "dev.spacy")]
+    result = CliRunner().invoke(app, [*args, "--output", str(tmp_path / "calibrated")])
+    assert result.exit_code == 0, result.output
+    assert "Best temperature" in result.output
+    after = {p: p.read_bytes() for p in (tmp_path / "model").rglob("*") if p.is_file()}
+    assert after == before  # the input pipeline is untouched
+    calibrated = spacy.load(tmp_path / "calibrated")
+    temperature = calibrated.get_pipe("crf_ner").temperature
+    assert temperature > 1.0 and f"Best temperature {temperature:g}" in result.output
+    text = examples[3].reference.text
+    assert [(e.start, e.end, e.label_) for e in calibrated(text).ents] == [
+        (e.start, e.end, e.label_) for e in nlp(text).ents
+    ]
+    # An existing, non-empty output or the input itself is refused, with the path named.
+    for target in [tmp_path / "calibrated", tmp_path / "model"]:
+        refused = CliRunner().invoke(app, [*args, "--output", str(target)])
+        assert refused.exit_code == 1 and str(target) in refused.output
+        assert "Traceback" not in refused.output
+    assert {p: p.read_bytes() for p in (tmp_path / "model").rglob("*") if p.is_file()} == before
