@@ -119,9 +119,6 @@ def test_entity_probabilities_on_overfit_model(overfit):
 
 def test_entity_probabilities_match_engine(overfit):
     """The component's numbers are the engine's exact span posteriors for its emissions."""
-    from spacy_crf_ner.confidence import entity_probabilities
-    from spacy_crf_ner.layers import _crf_params
-
     nlp, examples = overfit
     ner = nlp.get_pipe("crf_ner")
     text = "Angela Merkel visited London and Paris."
@@ -130,14 +127,26 @@ def test_entity_probabilities_match_engine(overfit):
         doc = nlp(text)
     finally:
         ner.entity_probs = False
-    emissions = torch.tensor(ner.model.predict([nlp.make_doc(text)])[0]).unsqueeze(0)
+    expected = engine_entity_probs(nlp, doc)
+    assert doc.spans["crf_ner"].attrs["scores"] == pytest.approx(expected, abs=1e-6)
+
+
+def engine_entity_probs(nlp, doc, temperature=1.0):
+    """The engine's probabilities of ``doc.ents`` for the component's emissions of its text,
+    with emissions and CRF params divided by ``temperature``."""
+    from spacy_crf_ner.confidence import entity_probabilities
+    from spacy_crf_ner.layers import _crf_params
+
+    ner = nlp.get_pipe("crf_ner")
+    emissions = torch.tensor(ner.model.predict([nlp.make_doc(doc.text)])[0]).unsqueeze(0)
     mask = torch.ones(emissions.shape[:2], dtype=torch.bool)
-    params = tuple(p.detach() for p in _crf_params(ner.model.get_ref("crf"), False))
+    crf = ner.model.get_ref("crf")
+    params = tuple(p.detach() / temperature for p in _crf_params(crf, False))
     entities = [(0, e.start, e.end, e.label_) for e in doc.ents]
-    expected = entity_probabilities(
-        emissions, mask, params, ner._get_constraints(), ner.scheme, ner.tag_names, entities
-    )
-    assert doc.spans["crf_ner"].attrs["scores"] == pytest.approx(expected.tolist(), abs=1e-6)
+    return entity_probabilities(
+        emissions / temperature, mask, params, ner._get_constraints(), ner.scheme,
+        ner.tag_names, entities,
+    ).tolist()  # fmt: skip
 
 
 def test_candidates_include_spans_off_the_best_path(overfit):
@@ -219,9 +228,6 @@ def test_rank_documents_orders_by_uncertainty(overfit, tmp_path):
 def test_temperature_scales_all_scores(overfit):
     """At temperature T the probabilities are the engine's for emissions and CRF params / T;
     the entities do not change, and the over-confident path probability softens."""
-    from spacy_crf_ner.confidence import entity_probabilities
-    from spacy_crf_ner.layers import _crf_params
-
     nlp, _ = overfit
     ner = nlp.get_pipe("crf_ner")
     text = "Angela Merkel visited London and Paris."
@@ -235,14 +241,8 @@ def test_temperature_scales_all_scores(overfit):
     assert [(e.start, e.end, e.label_) for e in warm.ents] == [
         (e.start, e.end, e.label_) for e in cold.ents
     ]
-    emissions = torch.tensor(ner.model.predict([nlp.make_doc(text)])[0]).unsqueeze(0)
-    mask = torch.ones(emissions.shape[:2], dtype=torch.bool)
-    params = tuple(p.detach() / 3.0 for p in _crf_params(ner.model.get_ref("crf"), False))
-    entities = [(0, e.start, e.end, e.label_) for e in warm.ents]
-    expected = entity_probabilities(
-        emissions / 3.0, mask, params, ner._get_constraints(), ner.scheme, ner.tag_names, entities
-    )
-    assert warm.spans["crf_ner"].attrs["scores"] == pytest.approx(expected.tolist(), abs=1e-6)
+    expected = engine_entity_probs(nlp, warm, temperature=3.0)
+    assert warm.spans["crf_ner"].attrs["scores"] == pytest.approx(expected, abs=1e-6)
     assert warm._.crf_path_prob < cold._.crf_path_prob
     # n-best: same ranking, softer probabilities.
     ner.temperature = 3.0
