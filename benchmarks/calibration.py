@@ -19,13 +19,15 @@ import json
 import time
 from pathlib import Path
 
-BINS = [0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0000001]
-
 
 def main() -> None:
+    import numpy
     import spacy
     import torch
     from spacy.tokens import Doc, DocBin
+
+    from spacy_crf_ner.calibrate import RELIABILITY_BINS as BINS
+    from spacy_crf_ner.calibrate import expected_calibration_error
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model", type=Path)
@@ -67,7 +69,7 @@ def main() -> None:
         for ent in pred.ents:
             predicted.append((float(ent._.crf_prob), (ent.start, ent.end, ent.label_) in gold_set))
 
-    rows, ece = [], 0.0
+    rows = []
     for low, high in zip(BINS[:-1], BINS[1:], strict=True):
         inside = [(p, c) for p, c in predicted if low <= p < high]
         if not inside:
@@ -75,8 +77,10 @@ def main() -> None:
             continue
         mean_p = sum(p for p, _ in inside) / len(inside)
         accuracy = sum(c for _, c in inside) / len(inside)
-        ece += len(inside) / len(predicted) * abs(mean_p - accuracy)
         rows.append((low, high, len(inside), mean_p, accuracy))
+    ece = expected_calibration_error(
+        numpy.array([p for p, _ in predicted]), numpy.array([c for _, c in predicted], dtype=float)
+    )
     print(f"# {args.model} on {args.data}: {len(gold)} docs, {words} words, {n_gold} gold entities")
     print("\n| probability bin | entities | mean probability | fraction correct |")
     print("|---|---|---|---|")

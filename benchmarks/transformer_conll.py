@@ -281,7 +281,7 @@ def main() -> None:
     dev_words = docbin_words(corpus["dev"])
     results_file = args.out / "results.json"
     results: dict[str, Any] = (
-        json.loads(results_file.read_text()) if args.reuse and (results_file.exists()) else {}
+        json.loads(results_file.read_text()) if args.reuse and results_file.exists() else {}
     )
     results["model"] = str(model_path)
     results["words"] = {split: docbin_words(path) for split, path in corpus.items()}

@@ -204,9 +204,8 @@ def crf_decode_with_confidence(
         host_paths = paths.cpu().numpy()
         if entities is None:
             return host_paths, None, None
-        if temperature != 1.0:  # a path's score is linear in emissions and params
-            emissions, scores = emissions / temperature, scores / temperature
-            params = [p / temperature for p in params]
+        emissions, params = tempered(emissions, params, temperature)
+        scores = scores / temperature
         log_z = log_partition(emissions, mask, *params, constraints)
         path_probs = torch.exp(scores.double() - log_z.double()).cpu().numpy()
         spans = entities(host_paths)
@@ -214,6 +213,17 @@ def crf_decode_with_confidence(
             emissions, mask, tuple(params), constraints, scheme, tag_names, spans
         )
     return host_paths, path_probs, probs.double().cpu().numpy()
+
+
+def tempered(
+    emissions: torch.Tensor, params: Sequence[torch.Tensor], temperature: float
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Emissions and CRF params divided by ``temperature``. A path's score is linear in them,
+    so every path score is divided by it too: the ranking of paths (Viterbi, n-best) stays,
+    the probabilities soften (T > 1) or sharpen (T < 1)."""
+    if temperature == 1.0:
+        return emissions, list(params)
+    return emissions / temperature, [p / temperature for p in params]
 
 
 def torch_constraints(

@@ -339,7 +339,7 @@ class CRFEntityRecognizer(TrainablePipe):
 
         from .crf import log_partition
         from .crf import nbest as crf_nbest
-        from .layers import _crf_params, _pad
+        from .layers import _crf_params, _pad, tempered
 
         docs = list(docs)
         result: list[list[tuple[list[Span], float]]] = [[] for _ in docs]
@@ -356,9 +356,7 @@ class CRFEntityRecognizer(TrainablePipe):
             padded, mask = _pad(xp2torch(flat), segments)
             params = _crf_params(crf, False)
             paths, scores = crf_nbest(padded, mask, *params, k, constraints)
-            # Every score is linear in the emissions and params: scaling both by 1/T
-            # scales a path's score by 1/T and keeps the ranking.
-            padded, params = padded / self.temperature, [p / self.temperature for p in params]
+            padded, params = tempered(padded, params, self.temperature)
             log_z = log_partition(padded, mask, *params, constraints)
             scores = scores / self.temperature
             probs = torch.exp(scores.double() - log_z.double().unsqueeze(1)).cpu().numpy()
