@@ -2,7 +2,7 @@
 
 Trains the pipeline of a config for a number of steps on a ``.spacy`` corpus and accumulates
 the wall-clock time of the whole ``nlp.update`` call and, inside it, of the CRF loss (forward
-algorithm, gold score and their backward: ``spacy_crf_ner.layers.crf_loss``); prints both and
+algorithm, gold score and their backward: ``spacy_crf_ner.crf_batch.crf_loss``); prints both and
 the CRF's share. The same for prediction (``crf_decode`` inside ``nlp.pipe``).
 
     python benchmarks/profile_step.py configs/bilstm_crf.cfg /tmp/bench-conll/corpus/eng.train.spacy
@@ -22,7 +22,7 @@ def main() -> None:
     from spacy.training import Example
     from spacy.util import load_config, minibatch
 
-    from spacy_crf_ner import layers, pipe
+    from spacy_crf_ner import crf_batch, pipe
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("config", type=Path)
@@ -45,8 +45,8 @@ def main() -> None:
 
         return wrapper
 
-    pipe.crf_loss = timed("crf_loss", layers.crf_loss)
-    pipe.crf_decode_with_confidence = timed("crf_decode", layers.crf_decode_with_confidence)
+    pipe.crf_loss = timed("crf_loss", crf_batch.crf_loss)
+    pipe.crf_decode_with_confidence = timed("crf_decode", crf_batch.crf_decode_with_confidence)
 
     config = load_config(args.config, interpolate=True)
     nlp = spacy.util.load_model_from_config(config, auto_fill=True)

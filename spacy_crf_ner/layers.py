@@ -1,14 +1,15 @@
-"""Thinc layers of the CRF tagger, and the glue that runs the PyTorch CRF on Thinc arrays.
+"""Thinc layers of the CRF tagger.
 
 * ``CRFLayer`` owns the CRF parameters (``transitions (K, K)``, ``start (K,)``, ``end (K,)``)
   as ordinary Thinc params, so that spaCy's optimizer steps them, ``require_gpu`` moves them
   and they are saved with the rest of the model through msgpack. Its forward passes the
   emissions through unchanged: the loss and the decoding need gold tags and constraints,
-  which only the pipeline component knows, so they are separate functions (``crf_loss``,
-  ``crf_decode``) that view the Thinc arrays as torch tensors without copying.
+  which only the pipeline component knows, so they live in ``crf_batch.py`` (the glue that
+  runs the PyTorch CRF on the Thinc arrays of one batch).
 * ``PackedBiLSTM`` is a bidirectional ``torch.nn.LSTM`` over packed sequences (padding never
   enters the backward direction) whose weights are saved as msgpack'd numpy arrays, so
   loading a pipeline never unpickles anything.
+* ``FixedDropout`` is dropout at a rate that spaCy's ``[training] dropout`` does not change.
 
 Torch is imported inside the functions: spaCy imports the entry-point modules that import
 this one whenever it enumerates factories.
@@ -17,19 +18,14 @@ this one whenever it enumerates factories.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from io import BytesIO
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any
 
 import numpy
 import srsly
 from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v3, torch2xp, xp2torch
 from thinc.types import Floats2d
-
-if TYPE_CHECKING:
-    import torch
-
-    from .crf import CRFConstraints
 
 CRF_PARAMS = ("transitions", "start", "end")
 
@@ -66,175 +62,6 @@ def _crf_init(model: Model, X: Any = None, Y: Any = None) -> None:
     model.set_param("transitions", model.ops.alloc2f(n_tags, n_tags))
     model.set_param("start", model.ops.alloc1f(n_tags))
     model.set_param("end", model.ops.alloc1f(n_tags))
-
-
-class Segments(NamedTuple):
-    """Where each CRF sequence lies in the flattened emissions (one row per token)."""
-
-    index: numpy.ndarray  # (B, T) int64 rows of the flat emissions; -1 is padding
-    lengths: numpy.ndarray  # (B,) int64
-
-
-def make_segments(starts: Sequence[int], lengths: Sequence[int]) -> Segments:
-    """Padded row index of sequences that start at ``starts`` in the flat emissions."""
-    starts_a = numpy.asarray(starts, dtype="int64").reshape(-1)
-    lengths_a = numpy.asarray(lengths, dtype="int64").reshape(-1)
-    width = int(lengths_a.max()) if len(lengths_a) else 0
-    steps = numpy.arange(width, dtype="int64")[None, :]
-    index = numpy.where(steps < lengths_a[:, None], starts_a[:, None] + steps, -1)
-    return Segments(index, lengths_a)
-
-
-def _crf_params(crf: Model, requires_grad: bool) -> list[torch.Tensor]:
-    return [xp2torch(crf.get_param(name), requires_grad=requires_grad) for name in CRF_PARAMS]
-
-
-def _pad(flat: torch.Tensor, segments: Segments) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gather the (B, T, K) batch from the flat (N, K) emissions in one indexing op."""
-    import torch
-
-    index = torch.as_tensor(segments.index, device=flat.device)
-    mask = index >= 0
-    return flat[index.clamp(min=0)], mask
-
-
-def crf_device(crf: Model) -> torch.device:
-    """The torch device of the CRF params (where constraints must live)."""
-    return xp2torch(crf.get_param("transitions")).device
-
-
-class NonFiniteLoss(ValueError):
-    """Some sequences have no path consistent with their gold tags and the constraints."""
-
-    def __init__(self, rows: list[int]) -> None:
-        super().__init__(f"infinite CRF loss for sequences {rows}")
-        self.rows = rows
-
-
-def crf_loss(
-    crf: Model,
-    flat_emissions: Floats2d,
-    segments: Segments,
-    gold: numpy.ndarray,
-    constraints: CRFConstraints | None = None,
-) -> tuple[float, Floats2d, dict[str, Any]]:
-    """Summed CRF negative log-likelihood of one padded batch, in one CRF call.
-
-    ``gold`` is (B, T) tag ids aligned with ``segments.index``; -1 marks a missing label (any
-    tag allowed there). Returns the loss, its gradient w.r.t. the flat emissions (rows that no
-    segment uses get 0) and the gradients of the CRF params, for ``crf.inc_grad``.
-    """
-    import torch
-
-    from .crf import nll
-
-    flat = xp2torch(flat_emissions, requires_grad=True)
-    params = _crf_params(crf, requires_grad=True)
-    emissions, mask = _pad(flat, segments)
-    gold_t = torch.as_tensor(gold, device=flat.device)
-    if bool((gold[segments.index >= 0] >= 0).all()):
-        losses = nll(
-            emissions,
-            mask,
-            *params,
-            tags=gold_t.clamp(min=0),
-            constraints=constraints,
-            reduction="none",
-        )
-    else:
-        n_tags = emissions.shape[-1]
-        tag_ids = torch.arange(n_tags, device=flat.device)
-        allowed = (gold_t.unsqueeze(-1) == tag_ids) | (gold_t < 0).unsqueeze(-1)
-        losses = nll(
-            emissions,
-            mask,
-            *params,
-            allowed=allowed,
-            constraints=constraints,
-            reduction="none",
-        )
-    finite = torch.isfinite(losses)
-    if not bool(finite.all()):
-        raise NonFiniteLoss([int(i) for i in (~finite).nonzero().flatten()])
-    loss = losses.sum()
-    grads = torch.autograd.grad(loss, [flat, *params])
-    d_flat = torch2xp(grads[0])
-    param_grads = {name: torch2xp(g) for name, g in zip(CRF_PARAMS, grads[1:], strict=True)}
-    return float(loss.detach()), d_flat, param_grads
-
-
-def crf_decode(
-    crf: Model,
-    flat_emissions: Floats2d,
-    segments: Segments,
-    constraints: CRFConstraints | None = None,
-) -> numpy.ndarray:
-    """Viterbi paths (B, T) of one padded batch, padded with -1, copied to the host once."""
-    return crf_decode_with_confidence(crf, flat_emissions, segments, constraints)[0]
-
-
-def crf_decode_with_confidence(
-    crf: Model,
-    flat_emissions: Floats2d,
-    segments: Segments,
-    constraints: CRFConstraints | None = None,
-    entities: Callable[[numpy.ndarray], Sequence[tuple[int, int, int, str]]] | None = None,
-    scheme: Any = None,
-    tag_names: Sequence[str] = (),
-    temperature: float = 1.0,
-) -> tuple[numpy.ndarray, numpy.ndarray | None, numpy.ndarray | None]:
-    """Viterbi paths, and optionally each row's best-path probability and entity probabilities.
-
-    ``entities`` maps the decoded paths to the (row, start, end, label) spans to score (the
-    predicted entities, candidates, or both); their exact probabilities come from the same
-    padded batch in one more CRF call. The probabilities are those of the CRF whose scores
-    are divided by ``temperature``; the paths do not depend on it. Returns ``(paths,
-    path_probs (B,), entity_probs (N,))``.
-    """
-    import torch
-
-    from .confidence import entity_probabilities
-    from .crf import log_partition, viterbi
-
-    with torch.no_grad():
-        flat = xp2torch(flat_emissions)
-        emissions, mask = _pad(flat, segments)
-        params = _crf_params(crf, False)
-        paths, scores = viterbi(emissions, mask, *params, constraints)
-        host_paths = paths.cpu().numpy()
-        if entities is None:
-            return host_paths, None, None
-        emissions, params = tempered(emissions, params, temperature)
-        scores = scores / temperature
-        log_z = log_partition(emissions, mask, *params, constraints)
-        path_probs = torch.exp(scores.double() - log_z.double()).cpu().numpy()
-        spans = entities(host_paths)
-        probs = entity_probabilities(
-            emissions, mask, tuple(params), constraints, scheme, tag_names, spans
-        )
-    return host_paths, path_probs, probs.double().cpu().numpy()
-
-
-def tempered(
-    emissions: torch.Tensor, params: Sequence[torch.Tensor], temperature: float
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Emissions and CRF params divided by ``temperature``. A path's score is linear in them,
-    so every path score is divided by it too: the ranking of paths (Viterbi, n-best) stays,
-    the probabilities soften (T > 1) or sharpen (T < 1)."""
-    if temperature == 1.0:
-        return emissions, list(params)
-    return emissions / temperature, [p / temperature for p in params]
-
-
-def torch_constraints(
-    arrays: tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray], device: torch.device
-) -> CRFConstraints:
-    """The scheme's allowed-move masks as bool tensors on ``device``."""
-    from .crf import as_constraints
-
-    constraints = as_constraints(arrays, len(arrays[1]), device=device)
-    assert constraints is not None
-    return constraints
 
 
 # --------------------------------------------------------------------------------------------

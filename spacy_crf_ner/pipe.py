@@ -26,7 +26,7 @@ from spacy.vocab import Vocab
 from thinc.api import Model, Optimizer, set_dropout_rate, xp2torch
 from thinc.types import Floats2d, Ints1d
 
-from .layers import (
+from .crf_batch import (
     NonFiniteLoss,
     Segments,
     crf_decode_with_confidence,
@@ -339,7 +339,7 @@ class CRFEntityRecognizer(TrainablePipe):
 
         from .crf import log_partition
         from .crf import nbest as crf_nbest
-        from .layers import _crf_params, _pad, tempered
+        from .crf_batch import crf_params, pad_emissions, tempered
 
         docs = list(docs)
         result: list[list[tuple[list[Span], float]]] = [[] for _ in docs]
@@ -353,8 +353,8 @@ class CRFEntityRecognizer(TrainablePipe):
         crf = self.model.get_ref("crf")
         constraints = self._get_constraints()
         with torch.no_grad():
-            padded, mask = _pad(xp2torch(flat), segments)
-            params = _crf_params(crf, False)
+            padded, mask = pad_emissions(xp2torch(flat), segments)
+            params = crf_params(crf)
             paths, scores = crf_nbest(padded, mask, *params, k, constraints)
             padded, params = tempered(padded, params, self.temperature)
             log_z = log_partition(padded, mask, *params, constraints)

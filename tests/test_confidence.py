@@ -135,13 +135,13 @@ def engine_entity_probs(nlp, doc, temperature=1.0):
     """The engine's probabilities of ``doc.ents`` for the component's emissions of its text,
     with emissions and CRF params divided by ``temperature``."""
     from spacy_crf_ner.confidence import entity_probabilities
-    from spacy_crf_ner.layers import _crf_params
+    from spacy_crf_ner.crf_batch import crf_params
 
     ner = nlp.get_pipe("crf_ner")
     emissions = torch.tensor(ner.model.predict([nlp.make_doc(doc.text)])[0]).unsqueeze(0)
     mask = torch.ones(emissions.shape[:2], dtype=torch.bool)
     crf = ner.model.get_ref("crf")
-    params = tuple(p.detach() / temperature for p in _crf_params(crf, False))
+    params = tuple(p.detach() / temperature for p in crf_params(crf))
     entities = [(0, e.start, e.end, e.label_) for e in doc.ents]
     return entity_probabilities(
         emissions / temperature, mask, params, ner._get_constraints(), ner.scheme,

@@ -466,7 +466,8 @@ def test_configs_settings() -> None:
 def test_crf_with_half_precision_emissions() -> None:
     """Under mixed precision the emissions may be float16 (numpy has no bfloat16, so bf16
     can't reach the layer on CPU): the CRF computes in float32 and gives the same result."""
-    from spacy_crf_ner.layers import CRFLayer, crf_decode, crf_loss, make_segments
+    from spacy_crf_ner.crf_batch import crf_decode, crf_loss, make_segments
+    from spacy_crf_ner.layers import CRFLayer
 
     rng = numpy.random.RandomState(0)
     crf = CRFLayer(nO=5)
