@@ -17,6 +17,10 @@ Two scans serve every algorithm:
   Viterbi, k > 1 is n-best. Backpointers of the whole batch are followed with ``gather``; there
   is no loop over the batch and no host synchronisation.
 
+The forward and backward vectors also give the exact posterior of any labelled segment
+(``SpanPosteriors``: built once per batch, then asked for any number of segments in chunks).
+Per-position restrictions (partial labels, tags a token may not take) are emissions of -inf.
+
 Hard constraints (an allowed-transition mask plus allowed start/end tags) enter every algorithm
 by setting forbidden scores to -inf, so no invalid path is decoded and no probability mass is
 spent on one. Everything is computed in float32 (float64 if the emissions are float64), whatever
@@ -33,6 +37,7 @@ from torch import Tensor, nn
 __all__ = [
     "CRFConstraints",
     "LinearChainCRF",
+    "SpanPosteriors",
     "gold_score",
     "log_partition",
     "marginals",
@@ -49,6 +54,8 @@ _RECENTRE_EVERY = 16
 # Upper bound (in elements) of the per-block ``transitions + emissions`` tensor of the max-plus
 # scan; precomputing it saves one op per time step.
 _MAX_PLUS_BLOCK_ELEMENTS = 1 << 22
+# Segments scored at once by ``SpanPosteriors.probabilities``: a few (chunk, K) float64 blocks.
+SEGMENT_CHUNK = 1 << 14
 
 
 class CRFConstraints(NamedTuple):
@@ -589,56 +596,124 @@ def segment_probabilities(
     Segment ``n`` is the tag sequence ``tags[n]`` (``(N, L)``, padded with -1) at positions
     ``begin[n]...`` of sequence ``batch_index[n]``, with everything outside it unconstrained
     except that the tag just before it is not one of ``not_before[n]`` and the tag just after
-    it is not one of ``not_after[n]`` (``(N, K)`` bool). That is how "exactly this entity" is
-    said in schemes whose tags do not close an entity themselves (e.g. BIO: the next tag is not
-    I-X). Computed from the forward and backward vectors, not from token marginals.
+    it is not one of ``not_after[n]`` (``(N, K)`` or ``(K,)`` bool). That is how "exactly this
+    entity" is said in schemes whose tags do not close an entity themselves (e.g. BIO: the
+    next tag is not I-X). Computed from the forward and backward vectors, not from token
+    marginals; see ``SpanPosteriors`` to score several sets of segments of one batch.
     """
-    prepared = _prepare(emissions, mask, transitions, start, end, constraints)
-    emissions, mask, lengths, trans, start_, end_ = prepared
-    device = emissions.device
     if batch_index.shape[0] == 0:
-        return emissions.new_zeros((0,))
-    batch_index, begin = batch_index.to(device).long(), begin.to(device).long()
-    tags = tags.to(device).long()
-    seg_len = (tags >= 0).sum(1)
-    stop = begin + seg_len - 1  # last position of the segment
-    with torch.no_grad():
-        log_space = _needs_log_space(emissions, mask, trans)
-        post = _posteriors(emissions, mask, lengths, trans, start_, end_, log_space)
-    # Forward and backward vectors in float64, time-major (T, B, K).
-    em = emissions.transpose(0, 1).double()
-    alpha = post.log_fwd.double() + post.cum.unsqueeze(-1)
-    beta = post.log_bwd.double() + post.rev_cum.unsqueeze(-1) - em
-    trans64, start64, end64 = trans.double(), start_.double(), end_.double()
-    # Inside the segment: emissions and transitions along the given tags (gathers only).
-    offsets = torch.arange(tags.shape[1], device=device)
-    positions = (begin.unsqueeze(1) + offsets).clamp(max=emissions.shape[1] - 1)
-    inside = offsets.unsqueeze(0) < seg_len.unsqueeze(1)
-    safe_tags = tags.clamp(min=0)
-    emit = emissions.double()[batch_index.unsqueeze(1), positions, safe_tags]
-    score = torch.where(inside, emit, 0.0).sum(1)
-    if tags.shape[1] > 1:
-        moves = trans64[safe_tags[:, :-1], safe_tags[:, 1:]]
-        score = score + torch.where(inside[:, 1:], moves, 0.0).sum(1)
-    first = safe_tags[:, 0]
-    last = safe_tags.gather(1, (seg_len - 1).clamp(min=0).unsqueeze(1)).squeeze(1)
-    # Left context: the start score, or a sum over the allowed previous tags.
-    prev_alpha = alpha[(begin - 1).clamp(min=0), batch_index]  # (N, K)
-    left = prev_alpha + trans64[:, first].t()
-    if not_before is not None:
-        left = left.masked_fill(not_before.to(device), float("-inf"))
-    left = torch.where(begin > 0, left.logsumexp(-1), start64[first])
-    # Right context: the end score, or a sum over the allowed next tags.
-    seq_len = lengths[batch_index]
-    nxt = (stop + 1).clamp(max=emissions.shape[1] - 1)
-    right = trans64[last] + em[nxt, batch_index] + beta[nxt, batch_index]
-    if not_after is not None:
-        right = right.masked_fill(not_after.to(device), float("-inf"))
-    right = torch.where(stop + 1 < seq_len, right.logsumexp(-1), end64[last])
-    log_prob = left + score + right - post.log_z[batch_index]
-    valid = (seg_len > 0) & (stop < seq_len) & (begin >= 0)
-    probs = torch.where(valid, torch.exp(log_prob), 0.0)
-    return probs.to(emissions.dtype)
+        dtype = _compute_dtype(emissions.dtype)
+        return emissions.new_zeros((0,), dtype=dtype)
+    posteriors = SpanPosteriors(emissions, mask, transitions, start, end, constraints)
+    return posteriors.probabilities(
+        batch_index, begin, tags, not_before=not_before, not_after=not_after
+    )
+
+
+class SpanPosteriors:
+    """The forward and backward vectors of one batch, from which the exact posterior of any
+    labelled segment is read.
+
+    Forward-backward runs once, when the object is built (O(B T K^2)); ``probabilities`` then
+    costs O(N (L + K)) for N segments of at most L tags and works through them in chunks of
+    ``SEGMENT_CHUNK``, so the memory it needs is bounded whatever N is: all candidate spans
+    of a 100,000-token document can be scored without a (tokens x span length x tags) block.
+    ``log_z`` (float64) is the same batch's log partition, e.g. for best-path probabilities.
+    """
+
+    def __init__(
+        self,
+        emissions: Tensor,
+        mask: Tensor | None,
+        transitions: Tensor,
+        start: Tensor,
+        end: Tensor,
+        constraints: CRFConstraints | None = None,
+    ) -> None:
+        emissions, mask, lengths, trans, start_, end_ = _prepare(
+            emissions, mask, transitions, start, end, constraints
+        )
+        self.dtype = emissions.dtype
+        self.lengths = lengths
+        self._emissions = emissions
+        self._trans, self._start, self._end = trans.double(), start_.double(), end_.double()
+        if emissions.shape[1] == 0:  # only empty sequences: no segment, log Z = 0
+            self.log_z = torch.zeros(emissions.shape[0], dtype=torch.float64)
+            self._alpha = self._beta_emit = emissions.new_zeros((0, *emissions.shape[::2]))
+            return
+        with torch.no_grad():
+            log_space = _needs_log_space(emissions, mask, trans)
+            post = _posteriors(emissions, mask, lengths, trans, start_, end_, log_space)
+        self.log_z = post.log_z
+        # Time-major (T, B, K) float64: alpha[t] (forward, emission at t included) and
+        # beta[t] + e[t] (backward from the end, emission at t included). Written without
+        # subtracting the emission, so a tag ruled out by e = -inf gives -inf, not NaN.
+        self._alpha = post.log_fwd.double() + post.cum.unsqueeze(-1)
+        self._beta_emit = post.log_bwd.double() + post.rev_cum.unsqueeze(-1)
+
+    def probabilities(
+        self,
+        batch_index: Tensor,
+        begin: Tensor,
+        tags: Tensor,
+        *,
+        not_before: Tensor | None = None,
+        not_after: Tensor | None = None,
+    ) -> Tensor:
+        """Posterior probability of each segment, ``(N,)``; arguments as in
+        ``segment_probabilities`` (``tags`` may be an expanded view: it is only sliced)."""
+        device = self._emissions.device
+        count = batch_index.shape[0]
+        out = torch.zeros(count, dtype=self.dtype, device=device)
+        if count == 0 or self._alpha.shape[0] == 0:
+            return out
+        batch_index, begin = batch_index.to(device).long(), begin.to(device).long()
+        tags = tags.to(device).long()
+        per_segment = [m is not None and m.dim() == 2 for m in (not_before, not_after)]
+        masks = [None if m is None else m.to(device) for m in (not_before, not_after)]
+        for first in range(0, count, SEGMENT_CHUNK):
+            part = slice(first, min(count, first + SEGMENT_CHUNK))
+            before, after = (
+                m[part] if m is not None and rows else m
+                for m, rows in zip(masks, per_segment, strict=True)
+            )
+            out[part] = self._chunk(batch_index[part], begin[part], tags[part], before, after)
+        return out
+
+    def _chunk(self, batch_index, begin, tags, not_before, not_after) -> Tensor:
+        alpha, beta_emit = self._alpha, self._beta_emit
+        length = alpha.shape[0]
+        device = alpha.device
+        seg_len = (tags >= 0).sum(1)
+        stop = begin + seg_len - 1  # last position of the segment
+        # Inside the segment: emissions and transitions along the given tags (gathers only).
+        offsets = torch.arange(tags.shape[1], device=device)
+        positions = (begin.unsqueeze(1) + offsets).clamp(max=length - 1)
+        inside = offsets.unsqueeze(0) < seg_len.unsqueeze(1)
+        safe_tags = tags.clamp(min=0)
+        emit = self._emissions[batch_index.unsqueeze(1), positions, safe_tags].double()
+        score = torch.where(inside, emit, 0.0).sum(1)
+        if tags.shape[1] > 1:
+            moves = self._trans[safe_tags[:, :-1], safe_tags[:, 1:]]
+            score = score + torch.where(inside[:, 1:], moves, 0.0).sum(1)
+        first = safe_tags[:, 0]
+        last = safe_tags.gather(1, (seg_len - 1).clamp(min=0).unsqueeze(1)).squeeze(1)
+        # Left context: the start score, or a sum over the allowed previous tags.
+        left = alpha[(begin - 1).clamp(min=0), batch_index] + self._trans[:, first].t()
+        if not_before is not None:
+            left = left.masked_fill(not_before, float("-inf"))
+        left = torch.where(begin > 0, left.logsumexp(-1), self._start[first])
+        # Right context: the end score, or a sum over the allowed next tags.
+        seq_len = self.lengths[batch_index]
+        nxt = (stop + 1).clamp(max=length - 1)
+        right = self._trans[last] + beta_emit[nxt, batch_index]
+        if not_after is not None:
+            right = right.masked_fill(not_after, float("-inf"))
+        right = torch.where(stop + 1 < seq_len, right.logsumexp(-1), self._end[last])
+        log_z = self.log_z[batch_index]
+        valid = (seg_len > 0) & (stop < seq_len) & (begin >= 0) & torch.isfinite(log_z)
+        log_prob = left + score + right - torch.where(valid, log_z, 0.0)
+        return torch.where(valid, torch.exp(log_prob), 0.0).to(self.dtype)
 
 
 # --------------------------------------------------------------------------------------------

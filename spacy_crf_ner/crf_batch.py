@@ -6,6 +6,9 @@ sequence (a doc, or a sentence). This module
 
 * lays the sequences out (``Segments``) and gathers the padded batch from the flat
   emissions in one indexing op, viewing the Thinc arrays as torch tensors without copying;
+* applies per-token allowed tags (e.g. no entity edge on a whitespace token) as -inf
+  emissions, so that decoding finds the best *allowed* path and probabilities are
+  normalised over the allowed paths only;
 * runs the loss, Viterbi, n-best and the probabilities of one batch, and copies the results
   to the host once per batch.
 
@@ -28,6 +31,9 @@ if TYPE_CHECKING:
     import torch
 
     from .crf import CRFConstraints
+
+Entity = tuple[int, int, int, str]
+"""(row of the batch, start token, end token exclusive, label)."""
 
 
 class Segments(NamedTuple):
@@ -52,18 +58,53 @@ def crf_params(crf: Model, requires_grad: bool = False) -> list[torch.Tensor]:
     return [xp2torch(crf.get_param(name), requires_grad=requires_grad) for name in CRF_PARAMS]
 
 
-def pad_emissions(flat: torch.Tensor, segments: Segments) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gather the (B, T, K) batch from the flat (N, K) emissions in one indexing op."""
+def crf_device(crf: Model) -> torch.device:
+    """The torch device of the CRF params (where constraints must live)."""
+    return xp2torch(crf.get_param("transitions")).device
+
+
+def pad_emissions(
+    flat: torch.Tensor, segments: Segments, allowed: numpy.ndarray | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gather the (B, T, K) batch and its mask from the flat (N, K) emissions in one op.
+
+    ``allowed`` (N, K) bool, optional: the tags each token may take; the others get an
+    emission of -inf, which every algorithm of the engine treats as "no path through here".
+    """
     import torch
 
     index = torch.as_tensor(segments.index, device=flat.device)
     mask = index >= 0
+    if allowed is not None:
+        forbidden = ~torch.as_tensor(allowed, dtype=torch.bool, device=flat.device)
+        flat = flat.masked_fill(forbidden, float("-inf"))
     return flat[index.clamp(min=0)], mask
 
 
-def crf_device(crf: Model) -> torch.device:
-    """The torch device of the CRF params (where constraints must live)."""
-    return xp2torch(crf.get_param("transitions")).device
+def torch_constraints(
+    arrays: tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray], device: torch.device
+) -> CRFConstraints:
+    """The scheme's allowed-move masks as bool tensors on ``device``."""
+    from .crf import as_constraints
+
+    constraints = as_constraints(arrays, len(arrays[1]), device=device)
+    assert constraints is not None
+    return constraints
+
+
+def tempered(
+    emissions: torch.Tensor, params: Sequence[torch.Tensor], temperature: float
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Emissions and CRF params divided by ``temperature``. A path's score is linear in them,
+    so every path score is divided by it too: the ranking of paths (Viterbi, n-best) stays,
+    the probabilities soften (T > 1) or sharpen (T < 1)."""
+    if temperature == 1.0:
+        return emissions, list(params)
+    return emissions / temperature, [p / temperature for p in params]
+
+
+# --------------------------------------------------------------------------------------------
+# Training
 
 
 class NonFiniteLoss(ValueError):
@@ -126,14 +167,39 @@ def crf_loss(
     return float(loss.detach()), d_flat, param_grads
 
 
+# --------------------------------------------------------------------------------------------
+# Prediction
+
+
+class CandidateRequest(NamedTuple):
+    """Which candidate spans to score: every span of up to ``max_length`` tokens and every
+    label, kept when its probability is at least ``threshold``."""
+
+    labels: Sequence[str]
+    max_length: int
+    threshold: float
+
+
+class Decoded(NamedTuple):
+    """What ``crf_decode_with_confidence`` returns, on the host."""
+
+    paths: numpy.ndarray  # (B, T) tag ids, -1 at padding
+    path_probs: numpy.ndarray | None  # (B,) probability of each row's best path
+    entity_probs: numpy.ndarray | None  # (N,) probability of each entity asked for
+    candidates: list[tuple[int, int, int, str, float]] | None  # (row, start, end, label, p)
+
+
 def crf_decode(
     crf: Model,
     flat_emissions: Floats2d,
     segments: Segments,
     constraints: CRFConstraints | None = None,
+    allowed: numpy.ndarray | None = None,
 ) -> numpy.ndarray:
     """Viterbi paths (B, T) of one padded batch, padded with -1, copied to the host once."""
-    return crf_decode_with_confidence(crf, flat_emissions, segments, constraints)[0]
+    return crf_decode_with_confidence(crf, flat_emissions, segments, constraints, allowed=allowed)[
+        0
+    ]
 
 
 def crf_decode_with_confidence(
@@ -141,60 +207,79 @@ def crf_decode_with_confidence(
     flat_emissions: Floats2d,
     segments: Segments,
     constraints: CRFConstraints | None = None,
-    entities: Callable[[numpy.ndarray], Sequence[tuple[int, int, int, str]]] | None = None,
+    entities: Callable[[numpy.ndarray], Sequence[Entity]] | None = None,
     scheme: Any = None,
     tag_names: Sequence[str] = (),
     temperature: float = 1.0,
-) -> tuple[numpy.ndarray, numpy.ndarray | None, numpy.ndarray | None]:
-    """Viterbi paths, and optionally each row's best-path probability and entity probabilities.
+    *,
+    allowed: numpy.ndarray | None = None,
+    candidates: CandidateRequest | None = None,
+) -> Decoded:
+    """Viterbi paths, and optionally the probabilities of the paths, entities and candidates.
 
-    ``entities`` maps the decoded paths to the (row, start, end, label) spans to score (the
-    predicted entities, candidates, or both); their exact probabilities come from the same
-    padded batch in one more CRF call. The probabilities are those of the CRF whose scores
-    are divided by ``temperature``; the paths do not depend on it. Returns ``(paths,
-    path_probs (B,), entity_probs (N,))``.
+    ``entities`` maps the decoded paths to the spans to score (the predicted entities);
+    ``candidates`` asks for every span above a threshold. Both are read from one
+    forward-backward pass over the padded batch, whose log Z also gives each row's best-path
+    probability. The probabilities are those of the CRF whose scores are divided by
+    ``temperature``; the paths do not depend on it. ``allowed`` (N, K) bool restricts the
+    tags of each flat row (see ``pad_emissions``).
     """
     import torch
 
-    from .confidence import entity_probabilities
-    from .crf import log_partition, viterbi
+    from .confidence import candidate_probabilities, span_probabilities
+    from .crf import SpanPosteriors, viterbi
 
     with torch.no_grad():
         flat = xp2torch(flat_emissions)
-        emissions, mask = pad_emissions(flat, segments)
-        params = crf_params(crf, False)
+        emissions, mask = pad_emissions(flat, segments, allowed)
+        params = crf_params(crf)
         paths, scores = viterbi(emissions, mask, *params, constraints)
         host_paths = paths.cpu().numpy()
-        if entities is None:
-            return host_paths, None, None
+        if entities is None and candidates is None:
+            return Decoded(host_paths, None, None, None)
         emissions, params = tempered(emissions, params, temperature)
-        scores = scores / temperature
+        posteriors = SpanPosteriors(emissions, mask, *params, constraints)
+        log_z = posteriors.log_z
+        path_probs = torch.exp(scores.double() / temperature - log_z).cpu().numpy()
+        entity_probs = None
+        if entities is not None:
+            spans = entities(host_paths)
+            entity_probs = span_probabilities(posteriors, scheme, tag_names, spans)
+            entity_probs = entity_probs.double().cpu().numpy()
+        found = None
+        if candidates is not None:
+            found = candidate_probabilities(
+                posteriors,
+                scheme,
+                tag_names,
+                candidates.labels,
+                candidates.max_length,
+                candidates.threshold,
+            )
+    return Decoded(host_paths, path_probs, entity_probs, found)
+
+
+def crf_nbest(
+    crf: Model,
+    flat_emissions: Floats2d,
+    segments: Segments,
+    k: int,
+    constraints: CRFConstraints | None = None,
+    temperature: float = 1.0,
+    allowed: numpy.ndarray | None = None,
+) -> tuple[numpy.ndarray, numpy.ndarray]:
+    """The ``k`` best paths of each row, ``(B, k, T)`` padded with -1, and their
+    probabilities ``(B, k)`` (0 for ranks beyond the number of allowed paths)."""
+    import torch
+
+    from .crf import log_partition, nbest
+
+    with torch.no_grad():
+        emissions, mask = pad_emissions(xp2torch(flat_emissions), segments, allowed)
+        params = crf_params(crf)
+        paths, scores = nbest(emissions, mask, *params, k, constraints)
+        emissions, params = tempered(emissions, params, temperature)
         log_z = log_partition(emissions, mask, *params, constraints)
-        path_probs = torch.exp(scores.double() - log_z.double()).cpu().numpy()
-        spans = entities(host_paths)
-        probs = entity_probabilities(
-            emissions, mask, tuple(params), constraints, scheme, tag_names, spans
-        )
-    return host_paths, path_probs, probs.double().cpu().numpy()
-
-
-def tempered(
-    emissions: torch.Tensor, params: Sequence[torch.Tensor], temperature: float
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Emissions and CRF params divided by ``temperature``. A path's score is linear in them,
-    so every path score is divided by it too: the ranking of paths (Viterbi, n-best) stays,
-    the probabilities soften (T > 1) or sharpen (T < 1)."""
-    if temperature == 1.0:
-        return emissions, list(params)
-    return emissions / temperature, [p / temperature for p in params]
-
-
-def torch_constraints(
-    arrays: tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray], device: torch.device
-) -> CRFConstraints:
-    """The scheme's allowed-move masks as bool tensors on ``device``."""
-    from .crf import as_constraints
-
-    constraints = as_constraints(arrays, len(arrays[1]), device=device)
-    assert constraints is not None
-    return constraints
+        scores = scores.double() / temperature
+        probs = torch.exp(scores - log_z.double().unsqueeze(1))
+    return paths.cpu().numpy(), probs.cpu().numpy()

@@ -23,15 +23,17 @@ from spacy.pipeline.trainable_pipe import TrainablePipe
 from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
-from thinc.api import Model, Optimizer, set_dropout_rate, xp2torch
+from thinc.api import Model, Optimizer, set_dropout_rate
 from thinc.types import Floats2d, Ints1d
 
 from .crf_batch import (
+    CandidateRequest,
     NonFiniteLoss,
     Segments,
     crf_decode_with_confidence,
     crf_device,
     crf_loss,
+    crf_nbest,
     make_segments,
     torch_constraints,
 )
@@ -239,56 +241,53 @@ class CRFEntityRecognizer(TrainablePipe):
         """``predict``'s second half: the CRF over the model's emissions for ``docs``
         (non-empty in total). Separate so that ``calibrate`` can decode the same emissions
         at several temperatures."""
-        segments, where = self._segments([doc for doc in docs], None)
-        crf = self.model.get_ref("crf")
-        flat = self.model.ops.flatten(emissions)
-        spans: list[tuple[int, int, int, str]] = []
-        n_entities = 0
+        docs = list(docs)
+        segments, where = self._segments(docs, None)
+        tag_names, scheme = self.tag_names, self.scheme
+        spans: list[tuple[int, int, int, str]] = []  # (row, start, end, label) on the paths
 
         def entities_of(paths: numpy.ndarray) -> list[tuple[int, int, int, str]]:
-            from .confidence import candidate_entities  # imports torch: only when used
-
-            nonlocal n_entities
-            tag_names, scheme = self.tag_names, self.scheme
             for row, (_, _, length) in enumerate(where):
                 tags = [tag_names[int(i)] for i in paths[row, :length]]
                 spans.extend(
                     (row, s, e, label) for s, e, label in scheme.tags_to_spans(tags, strict=False)
                 )
-            n_entities = len(spans)
-            if self.candidate_threshold is not None:
-                lengths = [length for _, _, length in where]
-                spans.extend(candidate_entities(lengths, self.labels, self.max_candidate_length))
             return spans
 
-        paths, path_probs, probs = crf_decode_with_confidence(
-            crf,
-            flat,
+        threshold = self.candidate_threshold
+        decoded = crf_decode_with_confidence(
+            self.model.get_ref("crf"),
+            self.model.ops.flatten(emissions),
             segments,
             self._get_constraints(),
             entities_of if scored else None,
-            self.scheme,
-            self.tag_names,
+            scheme,
+            tag_names,
             self.temperature,
+            candidates=(
+                CandidateRequest(self.labels, self.max_candidate_length, threshold)
+                if scored and threshold is not None
+                else None
+            ),
         )
+        paths = decoded.paths
         out = [numpy.zeros((len(doc),), dtype="int64") for doc in docs]
         for row, (i, start, length) in enumerate(where):
             out[i][start : start + length] = paths[row, :length]
         if not scored:
             return out
-        assert path_probs is not None and probs is not None
+        assert decoded.path_probs is not None and decoded.entity_probs is not None
         entity_probs: list[dict[tuple[int, int, str], float]] = [{} for _ in docs]
         doc_path_probs = [1.0] * len(docs)
         candidates: list[list[tuple[int, int, str, float]]] = [[] for _ in docs]
         for row, (i, _, _) in enumerate(where):
-            doc_path_probs[i] *= float(path_probs[row])
-        for n, (row, s, e, label) in enumerate(spans):
+            doc_path_probs[i] *= float(decoded.path_probs[row])
+        for (row, s, e, label), prob in zip(spans, decoded.entity_probs, strict=True):
             i, start, _ = where[row]
-            key = (start + s, start + e, label)
-            if n < n_entities:
-                entity_probs[i][key] = float(probs[n])
-            elif probs[n] >= self.candidate_threshold:
-                candidates[i].append((*key, float(probs[n])))
+            entity_probs[i][(start + s, start + e, label)] = float(prob)
+        for row, s, e, label, prob in decoded.candidates or ():
+            i, start, _ = where[row]
+            candidates[i].append((start + s, start + e, label, prob))
         return CRFPredictions(out, entity_probs, doc_path_probs, candidates)
 
     def set_annotations(self, docs: Iterable[Doc], predictions: Any) -> None:
@@ -335,44 +334,34 @@ class CRFEntityRecognizer(TrainablePipe):
         Each doc is one CRF sequence here (sentence boundaries are not split), so the
         probabilities of a doc's analyses are comparable and sum to at most 1.
         """
-        import torch
-
-        from .crf import log_partition
-        from .crf import nbest as crf_nbest
-        from .crf_batch import crf_params, pad_emissions, tempered
-
         docs = list(docs)
         result: list[list[tuple[list[Span], float]]] = [[] for _ in docs]
-        rows = [i for i, doc in enumerate(docs) if len(doc)]
-        if not rows:
+        nonempty = [doc for doc in docs if len(doc)]
+        if not nonempty:
             return [[([], 1.0)] for _ in docs]
-        emissions = self.model.predict([docs[i] for i in rows])
-        flat = self.model.ops.flatten(emissions)
-        offsets = numpy.cumsum([0] + [len(docs[i]) for i in rows])[:-1]
-        segments = make_segments(offsets, [len(docs[i]) for i in rows])
-        crf = self.model.get_ref("crf")
-        constraints = self._get_constraints()
-        with torch.no_grad():
-            padded, mask = pad_emissions(xp2torch(flat), segments)
-            params = crf_params(crf)
-            paths, scores = crf_nbest(padded, mask, *params, k, constraints)
-            padded, params = tempered(padded, params, self.temperature)
-            log_z = log_partition(padded, mask, *params, constraints)
-            scores = scores / self.temperature
-            probs = torch.exp(scores.double() - log_z.double().unsqueeze(1)).cpu().numpy()
-            paths = paths.cpu().numpy()
+        lengths = [len(doc) for doc in nonempty]
+        offsets = numpy.cumsum([0, *lengths])[:-1]
+        paths, probs = crf_nbest(
+            self.model.get_ref("crf"),
+            self.model.ops.flatten(self.model.predict(nonempty)),
+            make_segments(offsets, lengths),
+            k,
+            self._get_constraints(),
+            self.temperature,
+        )
         tag_names, scheme = self.tag_names, self.scheme
-        for r, i in enumerate(rows):
-            doc = docs[i]
+        rows = iter(range(len(nonempty)))
+        for i, doc in enumerate(docs):
+            if not len(doc):
+                result[i] = [([], 1.0)]
+                continue
+            r = next(rows)
             for rank in range(k):
                 if not probs[r, rank] > 0.0:
                     break
                 tags = [tag_names[int(t)] for t in paths[r, rank, : len(doc)]]
                 ents = [Span(doc, s, e, label=lab) for s, e, lab in scheme.tags_to_spans(tags)]
                 result[i].append((ents, float(probs[r, rank])))
-        for i, doc in enumerate(docs):
-            if not len(doc):
-                result[i] = [([], 1.0)]
         return result
 
     def _doc_sequences(self, doc: Doc, gold: list[str | None] | None) -> list[tuple[int, int]]:
