@@ -264,6 +264,7 @@ class CRFEntityRecognizer(TrainablePipe):
             scheme,
             tag_names,
             self.temperature,
+            allowed=self._allowed_tags(docs),
             candidates=(
                 CandidateRequest(self.labels, self.max_candidate_length, threshold)
                 if scored and threshold is not None
@@ -328,6 +329,34 @@ class CRFEntityRecognizer(TrainablePipe):
                 group.attrs["scores"] = [p for *_, p in found]
                 doc.spans[key] = group
 
+    def _allowed_tags(self, docs: list[Doc]) -> numpy.ndarray | None:
+        """The tags each token of ``docs`` may take, ``(n_tokens, n_tags)`` bool, or None
+        when every token may take every tag.
+
+        No entity begins or ends on a whitespace token (``Token.is_space``): "Paris\\n\\n" is
+        one entity, not two, and a paragraph break never starts one. Where the scheme closes
+        entities with tags of its own (BILUO, BIOES, BMES, BMEWO) and ``constrained`` holds,
+        a whitespace token may be O or *inside* an entity (a line break within a name), but
+        not begin, end or be one. In BIO and IOB1 the end of an entity is only implied by
+        the next tag, which per-token allowed tags cannot forbid, and without constraints
+        an inside tag after O opens an entity: there whitespace tokens are O. The CRF then
+        finds the best path among the allowed ones, and probabilities are normalised over
+        them. Decoding only: training keeps the gold tags as they are, so that gold entities
+        with a whitespace edge (e.g. offsets that include a newline) cannot make the loss
+        infinite.
+        """
+        space = numpy.concatenate([doc.to_array("IS_SPACE") for doc in docs]).astype(bool)
+        if not space.any():
+            return None
+        names = self.tag_names
+        on_space = numpy.asarray([name == "O" for name in names])
+        if self.constrained:
+            for label in self.labels:
+                begin, inside, last = self.scheme.spans_to_tags([(0, 3, label)], 3)
+                if inside != last:  # the scheme has an end tag, so "inside" never ends one
+                    on_space |= numpy.asarray([name == inside for name in names])
+        return ~space[:, None] | on_space[None, :]
+
     def nbest(self, docs: Iterable[Doc], k: int = 5) -> list[list[tuple[list[Span], float]]]:
         """The ``k`` best analyses of each doc: (entities, probability), most probable first.
 
@@ -348,6 +377,7 @@ class CRFEntityRecognizer(TrainablePipe):
             k,
             self._get_constraints(),
             self.temperature,
+            self._allowed_tags(nonempty),
         )
         tag_names, scheme = self.tag_names, self.scheme
         rows = iter(range(len(nonempty)))
