@@ -39,6 +39,7 @@ from .crf_batch import (
 )
 from .registrations import entity_score
 from .tags import TagScheme, biluo_to_scheme, get_scheme
+from .threads import torch_threads
 
 _MISSING = (None, "-")
 
@@ -224,7 +225,8 @@ class CRFEntityRecognizer(TrainablePipe):
 
         With ``entity_probs`` (or ``candidate_threshold``) on, a ``CRFPredictions`` that also
         holds each predicted entity's exact probability, each doc's best-path probability and
-        the candidate spans, from the same padded batch. Docs are not modified.
+        the candidate spans, from the same padded batch. Docs are not modified. Runs on
+        ``threads.inference_threads()`` torch threads (see ``threads.py`` for why).
         """
         docs = list(docs)
         scored = self.entity_probs or self.candidate_threshold is not None
@@ -233,7 +235,8 @@ class CRFEntityRecognizer(TrainablePipe):
             if not scored:
                 return empty
             return CRFPredictions(empty, [{} for _ in docs], [1.0] * len(docs), [[] for _ in docs])
-        return self.decode(docs, self.model.predict(docs), scored=scored)
+        with torch_threads():
+            return self.decode(docs, self.model.predict(docs), scored=scored)
 
     def decode(
         self, docs: list[Doc], emissions: list[Floats2d], *, scored: bool
@@ -255,22 +258,23 @@ class CRFEntityRecognizer(TrainablePipe):
             return spans
 
         threshold = self.candidate_threshold
-        decoded = crf_decode_with_confidence(
-            self.model.get_ref("crf"),
-            self.model.ops.flatten(emissions),
-            segments,
-            self._get_constraints(),
-            entities_of if scored else None,
-            scheme,
-            tag_names,
-            self.temperature,
-            allowed=self._allowed_tags(docs),
-            candidates=(
-                CandidateRequest(self.labels, self.max_candidate_length, threshold)
-                if scored and threshold is not None
-                else None
-            ),
-        )
+        with torch_threads():
+            decoded = crf_decode_with_confidence(
+                self.model.get_ref("crf"),
+                self.model.ops.flatten(emissions),
+                segments,
+                self._get_constraints(),
+                entities_of if scored else None,
+                scheme,
+                tag_names,
+                self.temperature,
+                allowed=self._allowed_tags(docs),
+                candidates=(
+                    CandidateRequest(self.labels, self.max_candidate_length, threshold)
+                    if scored and threshold is not None
+                    else None
+                ),
+            )
         paths = decoded.paths
         out = [numpy.zeros((len(doc),), dtype="int64") for doc in docs]
         for row, (i, start, length) in enumerate(where):
@@ -370,15 +374,16 @@ class CRFEntityRecognizer(TrainablePipe):
             return [[([], 1.0)] for _ in docs]
         lengths = [len(doc) for doc in nonempty]
         offsets = numpy.cumsum([0, *lengths])[:-1]
-        paths, probs = crf_nbest(
-            self.model.get_ref("crf"),
-            self.model.ops.flatten(self.model.predict(nonempty)),
-            make_segments(offsets, lengths),
-            k,
-            self._get_constraints(),
-            self.temperature,
-            self._allowed_tags(nonempty),
-        )
+        with torch_threads():
+            paths, probs = crf_nbest(
+                self.model.get_ref("crf"),
+                self.model.ops.flatten(self.model.predict(nonempty)),
+                make_segments(offsets, lengths),
+                k,
+                self._get_constraints(),
+                self.temperature,
+                self._allowed_tags(nonempty),
+            )
         tag_names, scheme = self.tag_names, self.scheme
         rows = iter(range(len(nonempty)))
         for i, doc in enumerate(docs):
