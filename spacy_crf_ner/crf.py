@@ -638,7 +638,7 @@ class SpanPosteriors:
         self._emissions = emissions
         self._trans, self._start, self._end = trans.double(), start_.double(), end_.double()
         if emissions.shape[1] == 0:  # only empty sequences: no segment, log Z = 0
-            self.log_z = torch.zeros(emissions.shape[0], dtype=torch.float64)
+            self.log_z = emissions.new_zeros(emissions.shape[0], dtype=torch.float64)
             self._alpha = self._beta_emit = emissions.new_zeros((0, *emissions.shape[::2]))
             return
         with torch.no_grad():
