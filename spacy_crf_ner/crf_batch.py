@@ -197,9 +197,10 @@ def crf_decode(
     allowed: numpy.ndarray | None = None,
 ) -> numpy.ndarray:
     """Viterbi paths (B, T) of one padded batch, padded with -1, copied to the host once."""
-    return crf_decode_with_confidence(crf, flat_emissions, segments, constraints, allowed=allowed)[
-        0
-    ]
+    decoded = crf_decode_with_confidence(
+        crf, flat_emissions, segments, constraints, allowed=allowed
+    )
+    return decoded.paths
 
 
 def crf_decode_with_confidence(
