@@ -311,35 +311,3 @@ def test_fit_temperature_softens_an_over_confident_model(overfit):
     assert binary_log_loss(numpy.array(probs), numpy.array(correct, dtype=float)) == (
         pytest.approx(result.best.log_loss, rel=1e-6)
     )
-
-
-def test_calibrate_cli_writes_a_copy(overfit, tmp_path):
-    import spacy
-    from spacy.tokens import DocBin
-    from typer.testing import CliRunner
-
-    from spacy_crf_ner.cli import app
-
-    nlp, examples = overfit
-    nlp.to_disk(tmp_path / "model")
-    before = {p: p.read_bytes() for p in (tmp_path / "model").rglob("*") if p.is_file()}
-    DocBin(docs=_calibration_gold(nlp, examples)).to_disk(tmp_path / "dev.spacy")
-    args = ["calibrate", str(tmp_path / "model"), str(tmp_path / "dev.spacy")]
-    result = CliRunner().invoke(app, [*args, "--output", str(tmp_path / "calibrated")])
-    assert result.exit_code == 0, result.output
-    assert "Best temperature" in result.output
-    after = {p: p.read_bytes() for p in (tmp_path / "model").rglob("*") if p.is_file()}
-    assert after == before  # the input pipeline is untouched
-    calibrated = spacy.load(tmp_path / "calibrated")
-    temperature = calibrated.get_pipe("crf_ner").temperature
-    assert temperature > 1.0 and f"Best temperature {temperature:g}" in result.output
-    text = examples[3].reference.text
-    assert [(e.start, e.end, e.label_) for e in calibrated(text).ents] == [
-        (e.start, e.end, e.label_) for e in nlp(text).ents
-    ]
-    # An existing, non-empty output or the input itself is refused, with the path named.
-    for target in [tmp_path / "calibrated", tmp_path / "model"]:
-        refused = CliRunner().invoke(app, [*args, "--output", str(target)])
-        assert refused.exit_code == 1 and str(target) in refused.output
-        assert "Traceback" not in refused.output
-    assert {p: p.read_bytes() for p in (tmp_path / "model").rglob("*") if p.is_file()} == before
