@@ -611,8 +611,10 @@ def plan_outputs(
         blocked = _blocked(stats_path, overwrite)
         if blocked:
             problems.append(f"--stats-json {blocked}")
+    if len(problems) == 1:
+        raise ConversionError(problems[0])
     if problems:
-        raise ConversionError("Refusing to convert:\n" + "\n".join(problems))
+        raise ConversionError(f"{len(problems)} problems with the paths:\n" + "\n".join(problems))
     return outputs
 
 
@@ -633,14 +635,21 @@ def stats_dict(results: Sequence[ConversionResult]) -> dict[str, Any]:
 
 def input_format(path: Path, fmt: str = "auto") -> str:
     """The reader for ``path``: ``fmt``, or with "auto" the annotation-tool format that
-    ``formats.detect_format`` recognises, else "column"."""
+    ``formats.detect_format`` recognises, else "column" (but never for .json/.jsonl)."""
     if fmt not in INPUT_FORMATS:
         raise ConversionError(
             f"Unknown --format {fmt!r}; expected one of {', '.join(INPUT_FORMATS)}"
         )
     if fmt != "auto":
         return fmt
-    return detect_format(path) or "column"
+    detected = detect_format(path)
+    if detected is None and path.suffix.lower() in (".json", ".jsonl"):
+        raise ConversionError(
+            f"{path}: cannot tell its format: not a Label Studio export (a JSON list of "
+            'tasks) nor Prodigy ("spans") or doccano ("label"/"entities") JSON lines; '
+            "pass --format"
+        )
+    return detected or "column"
 
 
 def read_annotation_file(

@@ -542,11 +542,6 @@ def run_evaluation(
 # --------------------------------------------------------------------------- render
 
 
-def read_render_input(path: str | Path, vocab: Vocab, limit: int | None = None) -> list[Any]:
-    """The texts or gold docs to render: ``loaders.read_texts`` (kept for callers)."""
-    return read_texts(path, vocab, limit)
-
-
 def entity_label(ent: Span) -> str:
     """The label shown by displaCy: with the CRF's probability, e.g. "PER 0.97", if set."""
     if Span.has_extension("crf_prob"):

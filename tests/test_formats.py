@@ -273,3 +273,11 @@ def test_convert_files_detects_each_format(tmp_path: Path) -> None:
     with pytest.raises(ConversionError, match='p.jsonl:1: .*no "label" or "entities"'):
         convert_files([prodigy], tmp_path / "out3", fmt="doccano")
     assert not (tmp_path / "out2").exists() and not (tmp_path / "out3").exists()
+
+
+def test_unrecognised_json_is_refused_not_read_as_columns(tmp_path: Path) -> None:
+    path = jsonl(tmp_path, "texts.jsonl", [{"text": TEXT}])
+    assert detect_format(path) is None
+    with pytest.raises(ConversionError, match="cannot tell its format.*--format"):
+        convert_files([path], tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -111,7 +111,7 @@ def convert_cli(
             fmt=fmt,
         )
     except ConversionError as err:
-        fail(f"Conversion failed; nothing was written. {err}", verbose=verbose)
+        fail(f"Conversion failed, nothing was written: {err}", verbose=verbose)
     except (OSError, ValueError) as err:
         fail(f"Conversion failed: {err}", verbose=verbose)
     print_report(results)
