@@ -36,7 +36,10 @@ def setup_gpu(gpu_id: int) -> None:
     if gpu_id < -1:
         raise ValueError(f"--gpu-id must be -1 (CPU) or a GPU number, got {gpu_id}")
     if gpu_id >= 0:
-        spacy.require_gpu(gpu_id)
+        try:
+            spacy.require_gpu(gpu_id)
+        except ValueError as err:  # e.g. "Cannot use GPU, CuPy is not installed"
+            raise ValueError(f"--gpu-id {gpu_id}: {err} (use -1 for the CPU)") from err
 
 
 def load_pipeline(model: str | Path, *, config: dict[str, Any] | None = None) -> Language:

@@ -353,6 +353,10 @@ def test_evaluate_gpu_id_minus_one_and_errors(trained: dict[str, Any], tmp_path:
     assert result.exit_code == 0, result.output
     assert "micro avg" in result.output
     assert_user_error(invoke("evaluate", trained["model"], trained["dev"], "-g", "-2"), "--gpu-id")
+    from thinc.util import gpu_is_available
+
+    if not gpu_is_available():  # no GPU, or no CuPy: one line naming the option
+        assert_user_error(invoke("predict", trained["model"], "x", "--gpu-id", "0"), "--gpu-id 0")
     assert_user_error(
         invoke("evaluate", trained["model"], trained["dev"], "-b", "0"), "--batch-size"
     )
