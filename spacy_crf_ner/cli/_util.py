@@ -89,14 +89,9 @@ def fail(message: str, *, verbose: bool = False) -> NoReturn:
 
 
 @contextmanager
-def user_errors(verbose: bool = False, prefix: str = "") -> Iterator[None]:
+def user_errors(verbose: bool = False) -> Iterator[None]:
     """Turn the library's user errors (``USER_ERRORS``) into ``fail``; others propagate."""
     try:
         yield
     except USER_ERRORS as err:
-        fail(f"{prefix}{err}", verbose=verbose)
-
-
-def check_batch_size(batch_size: int | None) -> None:
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+        fail(str(err), verbose=verbose)
