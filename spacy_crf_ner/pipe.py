@@ -75,6 +75,11 @@ class ComponentLoadError(ValueError):
     """A saved component that can't be loaded; the message names the component and file."""
 
 
+def _gold_labels(golds: Iterable[list[str | None] | None]) -> set[str]:
+    """The entity labels in aligned BILUO tags."""
+    return {str(tag)[2:] for gold in golds for tag in gold or () if not is_missing(tag)} - {""}
+
+
 def _is_number(value: Any) -> bool:
     """A real number that is not a bool (a config's ``true`` is not 1.0) and not NaN."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and value == value
@@ -563,7 +568,7 @@ class CRFEntityRecognizer(TrainablePipe):
             return losses
         golds = self._golds(examples)
         if self.untrained_labels:
-            seen = {str(tag)[2:] for gold in golds for tag in gold or () if not is_missing(tag)}
+            seen = _gold_labels(golds)
             untrained = [label for label in self.untrained_labels if label not in seen]
             self.cfg["untrained_labels"] = untrained
             if not untrained:
@@ -660,9 +665,11 @@ class CRFEntityRecognizer(TrainablePipe):
             # another X directly, which is I-X when a sentence boundary separates them.
             gold[row, :length] = self._gold_tag_ids(docs[i], biluo[start : start + length], start)
         crf = self.model.get_ref("crf")
+        # An untrained label in the gold is trained by this loss (update then marks it).
+        hidden = set(self.untrained_labels) - _gold_labels(golds)
         try:
             loss, d_flat, param_grads = crf_loss(
-                crf, ops.flatten(scores), segments, gold, self._get_constraints()
+                crf, ops.flatten(scores), segments, gold, self._get_constraints(hidden)
             )
         except NonFiniteLoss as err:
             doc = docs[where[err.rows[0]][0]]

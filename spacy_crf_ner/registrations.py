@@ -94,12 +94,14 @@ def make_crf_ner(
     candidate_threshold: if set, also store in ``doc.spans[spans_key + "_candidates"]`` every
         span of up to ``max_candidate_length`` tokens whose probability is at least this,
         including spans not on the best path (overlaps allowed), with their scores.
-    max_candidate_length: the longest candidate span, in tokens.
+    max_candidate_length: the longest candidate span, in tokens (at least 1).
     temperature: divide every CRF score by this before computing probabilities (entity,
         candidate, path and n-best probabilities); > 1 softens over-confident ones. The
         predicted entities do not change. ``python -m spacy_crf_ner calibrate`` fits it on
         a dev set.
     scorer: the scoring method, ``spacy_crf_ner.entity_scorer.v1`` by default.
+
+    Every setting is checked when the component is made (a ValueError names it).
     """
     from .pipe import CRFEntityRecognizer
 

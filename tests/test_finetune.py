@@ -257,8 +257,10 @@ def test_add_label_after_training_keeps_weights_and_predictions(scheme):
     assert [ents(doc) for doc in nlp2.pipe(texts)] == [e for e, _ in before]
 
     # The next update with ORG in the gold trains it, with no "Unknown entity label".
-    optimizer = nlp.resume_training()
     examples = make_examples(nlp, EN_DATA + EN_ORG_DATA)
+    loss, _ = ner.get_loss(examples, ner.model.predict([eg.predicted for eg in examples]))
+    assert numpy.isfinite(loss) and ner.untrained_labels == ("ORG",)
+    optimizer = nlp.resume_training()
     for _ in range(30):
         losses = nlp.update(examples, sgd=optimizer)
     assert ner.untrained_labels == ()
