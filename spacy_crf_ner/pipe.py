@@ -545,7 +545,9 @@ class CRFEntityRecognizer(TrainablePipe):
                 )
             off = [i for i, tag in enumerate(self.tag_names) if tag != "O" and tag[2:] in hidden]
             trans[:, off], start[off], end[off] = False, False, False
-            self._constraints = {key: torch_constraints((trans, start, end), device)}
+            if len(self._constraints) >= 4:  # e.g. the model's and a rehearsal copy's
+                self._constraints.clear()
+            self._constraints[key] = torch_constraints((trans, start, end), device)
         return self._constraints[key]
 
     # ------------------------------------------------------------------ training
@@ -878,9 +880,14 @@ class CRFEntityRecognizer(TrainablePipe):
         nodes = list(self.model.walk())
         try:
             msg = srsly.msgpack_loads(data)
-            saved = _saved_model_info(msg, len(nodes))
+            if not isinstance(msg, dict) or not {"nodes", "attrs", "params", "shims"} <= set(msg):
+                raise ValueError("not a Thinc model")
         except Exception as err:
             raise self._load_error(source, err) from err
+        try:
+            saved = _saved_model_info(msg, len(nodes))
+        except (ValueError, KeyError, IndexError, TypeError) as err:
+            raise self._mismatch_error(source, err) from err
         self._check_tags(labels, scheme, n_tags, *saved, source)
         current = self._n_model_tags()
         if current is not None and saved[0] is not None and current != saved[0]:
@@ -893,8 +900,8 @@ class CRFEntityRecognizer(TrainablePipe):
             )
         try:
             _check_fits(msg, nodes)
-        except ValueError as err:
-            raise self._load_error(source, err) from err
+        except (ValueError, KeyError, TypeError) as err:
+            raise self._mismatch_error(source, err) from err
         backup = self.model.to_bytes() if self._is_trained() else None
         try:
             self.model.from_bytes(data)
@@ -902,13 +909,20 @@ class CRFEntityRecognizer(TrainablePipe):
             if backup is not None:
                 self.model.from_bytes(backup)
             raise self._load_error(source, err) from err
+        self._rehearsal_model = None  # it was a copy of other weights
+
+    def _mismatch_error(self, source: Any, err: Exception) -> "ComponentLoadError":
+        where = "bytes" if source == "bytes" else f"file '{source}'"
+        return ComponentLoadError(
+            f"[crf_ner] The model of component '{self.name}' in {where} does not fit the "
+            f"component's configured model: {err}. Load it with the model config it was "
+            "saved with (the pipeline's config.cfg)."
+        )
 
 
-def _saved_model_info(msg: Any, n_nodes: int) -> tuple[int | None, Any, Any]:
+def _saved_model_info(msg: dict, n_nodes: int) -> tuple[int | None, Any, Any]:
     """From a model's msgpack data: its number of tags, and the labels and scheme saved with
     it (None for pipelines saved before they were)."""
-    if not isinstance(msg, dict) or not {"nodes", "attrs", "params", "shims"} <= set(msg):
-        raise ValueError("not a Thinc model")
     if len(msg["nodes"]) != n_nodes:
         raise ValueError(
             f"it has {len(msg['nodes'])} layers, the configured model {n_nodes}: a model "
@@ -946,7 +960,7 @@ def _warn_unresolvable_optimizer(config_path: Path) -> None:
 
     ``nlp.update``, ``resume_training`` and ``create_optimizer`` resolve the saved
     ``[training.optimizer]`` on its own, where e.g. ``total_steps = ${training.max_steps}``
-    (the shipped configs before 0.2) is not filled in and fails with a ConfigValidationError.
+    (as the shipped configs had it before) is not filled in and fails with a ConfigValidationError.
     """
     try:
         optimizer = Config().from_disk(config_path, interpolate=False)["training"]["optimizer"]

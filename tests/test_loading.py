@@ -125,7 +125,7 @@ def test_model_of_another_size_is_refused_before_anything_changes(pipeline):
     ner = nlp.add_pipe("crf_ner", config={"model": wider})
     ner.initialize(lambda: [Example.from_dict(nlp.make_doc(t), {"entities": e}) for t, e in DATA])
     before = state(nlp)
-    with pytest.raises(ValueError, match="nO = 32, the configured model 48: a model of another"):
+    with pytest.raises(ValueError, match="does not fit.*nO = 32, the configured model 48"):
         ner.from_bytes(pipeline.get_pipe("crf_ner").to_bytes())
     assert state(nlp) == before
 
