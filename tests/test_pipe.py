@@ -162,8 +162,9 @@ def test_explicit_labels():
     assert ner.labels == ("LOC", "ORG", "PERSON", "X")
     assert ner.tag_names[:3] == ("O", "B-LOC", "I-LOC")
     assert ner.tag_names[-2:] == ("B-X", "I-X")
-    with pytest.raises(ValueError, match="Can't add label 'NEW'"):
-        ner.add_label("NEW")
+    # A trained component grows (tests/test_finetune.py); a bad label is still refused.
+    with pytest.raises(ValueError, match="Can't add label to component 'crf_ner'.*whitespace"):
+        ner.add_label("NEW LABEL")
 
 
 def test_labels_added_before_initialize():
