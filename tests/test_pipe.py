@@ -507,7 +507,7 @@ def test_training_with_sentence_boundaries(scheme, make_nlp):
     assert numpy.isfinite(losses["crf_ner"]) and losses["crf_ner"] < loss
 
 
-def enumerate_crf(ner, emissions, observed=None):
+def enumerate_crf(ner, emissions, observed=None, constrained=True):
     """By enumeration of every tag path of one CRF sequence that the scheme allows: the log
     partition, the log-sum of the paths that agree with ``observed`` (tag names, None where
     missing) and the tag marginals (n, K)."""
@@ -519,6 +519,8 @@ def enumerate_crf(ner, emissions, observed=None):
     n, k = emissions.shape
     paths = numpy.indices((k,) * n).reshape(n, -1).T
     ok_trans, ok_start, ok_end = ner.scheme.allowed_transitions(ner.tag_names)
+    if not constrained:
+        ok_trans, ok_start, ok_end = (numpy.ones_like(a) for a in (ok_trans, ok_start, ok_end))
     valid = ok_start[paths[:, 0]] & ok_end[paths[:, -1]]
     score = start[paths[:, 0]] + end[paths[:, -1]] + emissions[numpy.arange(n), paths].sum(1)
     for t in range(1, n):
@@ -534,6 +536,55 @@ def enumerate_crf(ner, emissions, observed=None):
     for t in range(n):
         numpy.add.at(marginals[t], paths[:, t], numpy.exp(score - log_z))
     return log_z, numpy.logaddexp.reduce(score[agree]), marginals
+
+
+def test_training_unconstrained(make_nlp, make_examples):
+    """constrained = false: the loss normalises over every tag sequence (by enumeration),
+    and the model still learns the gold entities, as valid tag sequences."""
+    fix_random_seed(0)
+    nlp, ner = make_nlp(constrained=False)
+    examples = make_examples(nlp)
+    assert ner._get_constraints() is None
+    optimizer = nlp.initialize(get_examples=lambda: examples)
+    for _ in range(3):
+        nlp.update(examples, sgd=optimizer)
+    eg = examples[0]  # "Who is Shaka Khan?": 5 tokens, 13 tags
+    scores = ner.model.predict([eg.predicted])
+    loss, _ = ner.get_loss([eg], scores)
+    gold = ["O", "O", "B-PERSON", "L-PERSON", "O"]
+    log_z, gold_score, _ = enumerate_crf(ner, scores[0], gold, constrained=False)
+    assert loss == pytest.approx(log_z - gold_score, rel=1e-5)
+    log_z_constrained, _, _ = enumerate_crf(ner, scores[0], gold)
+    assert log_z > log_z_constrained + 1e-3  # the invalid sequences have mass
+    train(nlp, examples, 50)
+    assert nlp.evaluate(examples)["ents_f"] == 1.0
+    for doc in nlp.pipe(eg.reference.text for eg in examples):
+        tags = [ner.tag_names[i] for i in ner.predict([doc])[0]]
+        assert ner.scheme.validate(tags) == []
+
+
+def test_non_finite_loss_error(make_nlp, make_examples):
+    """A CRF that gives the gold tag sequence no probability: an error that names the
+    component and the doc and says what to do, not an infinite loss."""
+    nlp, ner = make_nlp()
+    examples = make_examples(nlp)
+    nlp.initialize(get_examples=lambda: examples)
+    crf = ner.model.get_ref("crf")
+    transitions = crf.get_param("transitions").copy()
+    names = ner.tag_names
+    transitions[names.index("B-PERSON"), names.index("L-PERSON")] = -numpy.inf
+    crf.set_param("transitions", transitions)
+    message = (
+        r"\[crf_ner\] Component 'crf_ner': the gold entities of the doc starting 'Who is "
+        r"Shaka Khan\?' are not a valid BILUO tag sequence .* constrained = false"
+    )
+    with pytest.raises(ValueError, match=message):
+        ner.update(examples)
+    scores = ner.model.predict([eg.predicted for eg in examples])
+    with pytest.raises(ValueError, match=message):
+        ner.get_loss(examples, scores)
+    # The docs whose gold path avoids that transition still train.
+    assert numpy.isfinite(ner.update(examples[1:3])["crf_ner"])
 
 
 def test_unconstrained_decoding_still_gives_entities(trained):

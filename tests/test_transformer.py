@@ -358,6 +358,64 @@ def test_pooling_first_and_mean_give_different_vectors(
     numpy.testing.assert_allclose(first[1:], mean[1:])
 
 
+@pytest.mark.parametrize("mode", ["first", "mean"])
+def test_pooling_where_windows_overlap(tiny_bert: Path, mode: str) -> None:
+    """Windows of 8 tokens every 6: a token in an overlap has a word piece in two windows.
+    "first" takes the earlier window's vector, "mean" the average of both; both computed
+    here from the transformer's output and the alignment."""
+    nlp = build_nlp(
+        tiny_bert,
+        **{
+            POOLING: mode,
+            "components.transformer.model.get_spans.window": 8,
+            "components.transformer.model.get_spans.stride": 6,
+        },
+    )
+    nlp.get_pipe("crf_ner").add_label("LOC")
+    nlp.initialize()
+    doc = nlp("i like london and berlin . " * 5)  # one word piece per token
+    trf_data = doc._.trf_data
+    hidden = trf_data.model_output.last_hidden_state
+    assert hidden.shape[0] == 5  # windows at tokens 0, 6, 12, 18, 24 of 30
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    lengths = trf_data.align.lengths
+    pieces = numpy.split(trf_data.align.dataXd, numpy.cumsum(lengths)[:-1])
+    overlaps = [i for i, n in enumerate(lengths) if n == 2]
+    assert overlaps == [6, 7, 12, 13, 18, 19, 24, 25] and set(lengths) == {1, 2}
+    listener = nlp.get_pipe("crf_ner").model.get_ref("tok2vec").get_ref("tok2vec")
+    vectors = listener.predict([doc])[0]
+    for i, rows in enumerate(pieces):
+        expected = flat[min(rows)] if mode == "first" else flat[rows].mean(axis=0)
+        numpy.testing.assert_allclose(vectors[i], expected, rtol=1e-5, atol=1e-6)
+    for i in overlaps:  # the two windows' vectors differ: different context
+        assert not numpy.allclose(flat[pieces[i][0]], flat[pieces[i][1]], atol=1e-4)
+
+
+def test_configure_transformer_errors(tiny_bert: Path) -> None:
+    configure = spacy.registry.callbacks.get("spacy_crf_ner.configure_transformer.v1")
+    with pytest.raises(ValueError, match="freeze_layers must be -1, 0 or positive: -2"):
+        configure(freeze_layers=-2)
+    with pytest.raises(ValueError, match="learn_rate_scale must be >= 0: -0.5"):
+        configure(learn_rate_scale=-0.5)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("tok2vec")
+    with pytest.raises(
+        ValueError, match=r"no component 'transformer' in the pipeline \['tok2vec'\]"
+    ):
+        configure()(nlp)
+    with pytest.raises(ValueError, match="component 'tok2vec' has no loaded transformer"):
+        configure(component="tok2vec", freeze_layers=1)(nlp)
+    # A transformer component: nothing to complain about, the lower layer is frozen.
+    nlp = build_nlp(tiny_bert)
+    nlp.get_pipe("crf_ner").add_label("LOC")
+    nlp.initialize()
+    configure(freeze_layers=1)(nlp)
+    hf_model = nlp.get_pipe("transformer").model.transformer
+    frozen = {name for name, p in hf_model.named_parameters() if not p.requires_grad}
+    assert any(".layer.0." in name for name in frozen)
+    assert not any(".layer.1." in name for name in frozen)
+
+
 def test_cased_features(tiny_bert: Path, en_train_data: list) -> None:
     """The uncased transformer can't tell "apple" from "Apple"; the cased features can."""
     nlp = build_nlp(tiny_bert)
