@@ -384,12 +384,9 @@ def test_invalid_candidate_threshold():
         English().add_pipe("crf_ner", config={"candidate_threshold": 1.5})
 
 
-def test_rank_documents_orders_by_uncertainty(overfit, tmp_path):
+def test_rank_documents_orders_by_uncertainty(overfit):
     """Uncertainty: 1 - P(best path) (by path) or 1 - the least probable entity (by entity),
     against enumeration on short docs."""
-    import json
-    import subprocess
-    import sys
 
     from spacy_crf_ner.rank import rank_documents
 
@@ -422,7 +419,19 @@ def test_rank_documents_orders_by_uncertainty(overfit, tmp_path):
                     enum.spans[span.start, span.end, ent["label"]], abs=2e-6
                 )
     assert nlp.get_pipe("crf_ner").entity_probs is False  # restored
-    # Through the CLI on a saved pipeline.
+
+
+@pytest.mark.slow
+def test_rank_cli_on_a_saved_pipeline(overfit, tmp_path):
+    """`python -m spacy_crf_ner rank` in a subprocess: the texts, most uncertain first."""
+    import json
+    import subprocess
+    import sys
+
+    from spacy_crf_ner.rank import rank_documents
+
+    nlp, _ = overfit
+    texts = ["Who is Shaka Khan?", "I like London.", "Zorblat quixed vorp."]
     nlp.to_disk(tmp_path / "model")
     (tmp_path / "in.txt").write_text("\n".join(texts) + "\n", encoding="utf8")
     out = tmp_path / "queue.jsonl"
@@ -432,9 +441,8 @@ def test_rank_documents_orders_by_uncertainty(overfit, tmp_path):
         check=True,
     )  # fmt: skip
     lines = [json.loads(line) for line in out.read_text(encoding="utf8").splitlines()]
-    assert [r["text"] for r in lines] == [
-        texts[i] for i in numpy.argsort(-numpy.round(by_path, 6), kind="stable")
-    ]
+    assert lines == rank_documents(nlp, texts)
+    assert lines[0]["uncertainty"] > lines[-1]["uncertainty"]
 
 
 # ------------------------------------------------------------------ temperature

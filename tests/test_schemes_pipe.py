@@ -15,6 +15,8 @@ from spacy.util import fix_random_seed
 
 from spacy_crf_ner.tags import SCHEME_NAMES
 
+pytestmark = pytest.mark.slow  # six models trained (about 1.5 s each)
+
 # Two adjacent one-token entities of one type (IOB1 writes the second as B-) and a
 # three-token one: "Yesterday | Paris | London | and | New York City".
 ADJACENT = (

@@ -459,6 +459,7 @@ def transformer_changes(tiny_bert: Path, data: list, **overrides: object) -> dic
     return result
 
 
+@pytest.mark.slow
 def test_freeze_layers_and_learn_rate_scale(tiny_bert: Path, en_train_data: list) -> None:
     after_init = "initialize.after_init"
     base = transformer_changes(tiny_bert, en_train_data, **{f"{after_init}.learn_rate_scale": 1.0})
@@ -483,6 +484,7 @@ def test_freeze_layers_and_learn_rate_scale(tiny_bert: Path, en_train_data: list
     assert frozen["head"] > 0
 
 
+@pytest.mark.slow
 def test_grad_factor_is_not_a_learning_rate(tiny_bert: Path, en_train_data: list) -> None:
     """What the config's comments say: Adam cancels a constant grad_factor, and 0.0 leaves
     weight decay acting on the transformer."""
