@@ -31,6 +31,11 @@ os.environ["OMP_NUM_THREADS"] = "1"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
+ROOT = Path(__file__).resolve().parent.parent
+# Hypothesis keeps its files in the repository's (git-ignored) .hypothesis/, not in the folder
+# pytest is run from.
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(ROOT / ".hypothesis"))
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from hypothesis import settings  # noqa: E402
@@ -39,8 +44,6 @@ from hypothesis.database import DirectoryBasedExampleDatabase  # noqa: E402
 # In-process torch: the same reason as OMP_NUM_THREADS. Set once for the whole session; no
 # test changes it (so there is nothing to restore).
 torch.set_num_threads(1)
-
-ROOT = Path(__file__).resolve().parent.parent
 
 settings.register_profile("ci", derandomize=True, database=None, deadline=None, print_blob=True)
 settings.register_profile(
