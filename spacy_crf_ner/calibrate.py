@@ -5,11 +5,13 @@ the fraction of entities that turn out correct. Dividing every CRF score (emissi
 transitions, start and end scores) by one temperature T > 1 softens the distribution without
 changing the best path, so the predicted entities, and all F-scores, stay the same.
 
-``python -m spacy_crf_ner calibrate MODEL DEV.spacy [--output DIR]`` runs the pipeline once
-over the dev docs, keeps the CRF's emissions, decodes them at each temperature of a grid and
-picks the one with the lowest log-loss of "this predicted entity is correct". It prints the
-table (log-loss, expected calibration error) and, with ``--output``, writes a copy of the
-pipeline with ``temperature`` set; the input pipeline is never changed.
+``fit_temperature`` runs the pipeline once over the dev docs, keeps the CRF's emissions,
+decodes them at each temperature of a grid and picks the one with the lowest log-loss of
+"this predicted entity is correct". Docs are skipped and predictions ignored by the rules
+``evaluate`` uses: a doc without entity annotation is skipped, and a predicted entity on a
+token whose annotation is missing is neither right nor wrong. ``save_with_temperature``
+writes a copy of the pipeline with ``temperature`` set; the input pipeline is never changed.
+The ``calibrate`` command (``spacy_crf_ner.cli.calibrate``) prints the table and saves.
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy
-import typer
 
-from .cli import app
+from .evaluate import token_copy
+from .loaders import load_pipeline, require_crf_component
 
 # Reliability bins for the expected calibration error: finer near 1, where most entities are.
 RELIABILITY_BINS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0000001)
@@ -38,10 +40,14 @@ class TemperatureScore:
     mean_prob: float
 
 
+class NoEntityAnnotationError(ValueError):
+    """No doc of the dev data has entity annotation: there is nothing to calibrate against."""
+
+
 @dataclass
 class Calibration:
     component: str
-    n_docs: int
+    n_docs: int  # docs with entity annotation, the ones scored
     n_entities: int  # predicted entities scored
     accuracy: float  # fraction of them that are correct (exact span and label)
     scores: list[TemperatureScore]
@@ -77,26 +83,25 @@ def fit_temperature(
 ) -> Calibration:
     """Score every temperature on ``gold_docs`` and return the table and the best one.
 
+    Docs without entity annotation are skipped and predictions touching a token with missing
+    annotation ignored, as ``evaluate`` does; NoEntityAnnotationError when no doc is left.
     The components before ``component`` run once (e.g. a transformer), the CRF's emission
     model once per batch; only the CRF's probabilities are recomputed per temperature.
     """
-    from .evaluate import token_copy
-    from .rank import crf_components
-
-    names = crf_components(nlp)
-    if not names:
-        raise ValueError("The pipeline has no crf_ner component: nothing to calibrate.")
-    if component is None:
-        component = names[0]
-    elif component not in names:
-        raise ValueError(f"'{component}' is not a crf_ner component of the pipeline: {names}")
+    component = require_crf_component(nlp, component)
     if not temperatures or any(not 0.0 < t < math.inf for t in temperatures):
         raise ValueError(f"Temperatures must be positive numbers; got {list(temperatures)}")
+    annotated = [doc for doc in gold_docs if doc.has_annotation("ENT_IOB")]
+    if not annotated:
+        raise NoEntityAnnotationError(
+            f"none of the {len(gold_docs)} docs has entity annotation (evaluate skips such "
+            "docs too); calibrate needs gold entities"
+        )
     ner = nlp.get_pipe(component)
     upstream = nlp.pipe_names[: nlp.pipe_names.index(component)]
-    batches = []  # (docs, emissions, gold entity sets)
-    for begin in range(0, len(gold_docs), batch_size):
-        gold = gold_docs[begin : begin + batch_size]
+    batches = []  # (docs, emissions, gold entity sets, positions with missing annotation)
+    for begin in range(0, len(annotated), batch_size):
+        gold = annotated[begin : begin + batch_size]
         with nlp.select_pipes(enable=upstream):
             docs = list(
                 nlp.pipe((token_copy(doc, nlp.vocab) for doc in gold), batch_size=batch_size)
@@ -104,17 +109,22 @@ def fit_temperature(
         if not any(len(doc) for doc in docs):
             continue
         sets = [{(e.start, e.end, e.label_) for e in doc.ents} for doc in gold]
-        batches.append((docs, ner.model.predict(docs), sets))
+        unknown = [{t.i for t in doc if t.ent_iob == 0} for doc in gold]
+        batches.append((docs, ner.model.predict(docs), sets, unknown))
     saved = ner.temperature
     scores = []
     try:
         for temperature in temperatures:
             ner.temperature = float(temperature)
             probs, correct = [], []
-            for docs, emissions, sets in batches:
+            for docs, emissions, sets, unknown in batches:
                 predictions = ner.decode(docs, emissions, scored=True)
-                for found, gold in zip(predictions.entity_probs, sets, strict=True):
+                for found, gold, missing in zip(
+                    predictions.entity_probs, sets, unknown, strict=True
+                ):
                     for key, prob in found.items():
+                        if missing and not missing.isdisjoint(range(key[0], key[1])):
+                            continue  # neither right nor wrong, as in evaluate
                         probs.append(prob)
                         correct.append(key in gold)
             p, c = numpy.asarray(probs, dtype="float64"), numpy.asarray(correct, dtype="float64")
@@ -133,7 +143,7 @@ def fit_temperature(
             "The pipeline predicts no entities on these docs: there is nothing to calibrate."
         )
     best = min(scores, key=lambda s: (s.log_loss, abs(math.log(s.temperature))))
-    return Calibration(component, len(gold_docs), len(p), float(c.mean()), scores, best)
+    return Calibration(component, len(annotated), len(p), float(c.mean()), scores, best)
 
 
 def save_with_temperature(model: str | Path, output: str | Path, component: str, t: float) -> Path:
@@ -142,69 +152,19 @@ def save_with_temperature(model: str | Path, output: str | Path, component: str,
     The copy is loaded with a config override, so the new value lands in its config.cfg;
     the source is only read. ``output`` must not exist or be an empty directory.
     """
-    import spacy
-
-    source, output = Path(model), Path(output)
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise FileExistsError(f"Output {output} exists and is not an empty directory")
-    if source.exists() and source.resolve() == output.resolve():
-        raise FileExistsError(f"Output {output} is the input pipeline: choose another directory")
-    nlp = spacy.load(model, config={"components": {component: {"temperature": t}}})
+    output = check_pipeline_output(model, output)
+    nlp = load_pipeline(model, config={"components": {component: {"temperature": t}}})
     nlp.to_disk(output)
     return output
 
 
-@app.command("calibrate")
-def calibrate_cli(
-    model: Annotated[Path, typer.Argument(help="A trained pipeline directory or package name.")],
-    data: Annotated[Path, typer.Argument(help="Gold dev data: a .spacy file or a directory.")],
-    output: Annotated[
-        Path | None,
-        typer.Option("--output", "-o", help="Write a copy of the pipeline with the fitted T."),
-    ] = None,
-    component: Annotated[str | None, typer.Option(help="The crf_ner component.")] = None,
-    gpu_id: Annotated[int, typer.Option("--gpu-id", "-g", help="GPU id, or -1 for CPU.")] = -1,
-) -> None:
-    """Fit the temperature of crf_ner's probabilities on gold dev data (entities unchanged)."""
-    from wasabi import msg
-
-    from .evaluate import _fail, _use_gpu, load_docbin, load_pipeline
-
-    try:
-        _use_gpu(gpu_id)
-        nlp = load_pipeline(str(model))
-        result = fit_temperature(nlp, load_docbin(data, nlp.vocab), component=component)
-    except (FileNotFoundError, ValueError) as err:
-        raise _fail(err) from err
-    msg.info(
-        f"{result.n_entities} predicted entities in {result.n_docs} docs, "
-        f"{100 * result.accuracy:.1f}% correct"
-    )
-    rows = [
-        (
-            f"{s.temperature:g}" + (" *" if s is result.best else ""),
-            f"{s.log_loss:.4f}",
-            f"{s.ece:.4f}",
-            f"{s.mean_prob:.3f}",
-        )
-        for s in result.scores
-    ]
-    msg.table(rows, header=("temperature", "log-loss", "ECE", "mean p"), divider=True)
-    current = next((s for s in result.scores if s.temperature == 1.0), None)
-    best = result.best
-    msg.good(
-        f"Best temperature {best.temperature:g}: log-loss {best.log_loss:.4f}, ECE "
-        f"{best.ece:.4f}"
-        + (f" (T=1: {current.log_loss:.4f}, {current.ece:.4f})" if current else "")
-    )
-    override = (
-        f'{{"components": {{"{result.component}": {{"temperature": {best.temperature:g}}}}}}}'
-    )
-    if output is None:
-        msg.text(f"Use it: spacy.load({str(model)!r}, config={override})")
-        return
-    try:
-        save_with_temperature(model, output, result.component, best.temperature)
-    except FileExistsError as err:
-        raise _fail(err) from err
-    msg.good(f"Saved the pipeline with temperature {best.temperature:g} to {output}")
+def check_pipeline_output(model: str | Path, output: str | Path) -> Path:
+    """``output`` must not be the input pipeline, a file, or a non-empty directory."""
+    source, output = Path(model), Path(output)
+    if source.exists() and source.resolve() == output.resolve():
+        raise FileExistsError(f"--output {output} is the input pipeline: choose another directory")
+    if output.exists() and not output.is_dir():
+        raise FileExistsError(f"--output {output} is a file; a pipeline is a directory")
+    if output.exists() and any(output.iterdir()):
+        raise FileExistsError(f"--output {output} exists and is not an empty directory")
+    return output

@@ -12,12 +12,27 @@ whitespace-only line ends a sentence; a line whose first column is ``-DOCSTART-`
 new document and is never a token. Entities never cross a sentence boundary: tags are decoded
 per sentence.
 
+Tags: ``O`` and prefix letters are read case-insensitively (``b-per`` is ``B-per``; labels
+are kept as written). ``-`` is spaCy's "annotation missing here": the token's entity
+annotation is left unset, exactly as spaCy's own readers do, and entities are decoded from
+the annotated runs between such tokens; a tag whose entity would run into a ``-`` token
+(``- I-PER`` in BIO, ``B-PER -`` in BIOES) is refused, because where that entity starts or
+ends is not annotated. A tag with an empty or reserved type (``B-``, ``B-O``, ``I--``) is
+refused with ``file:line``: it would create an entity type "O" that training rejects.
+
 Documents: one ``Doc`` per ``-DOCSTART-`` document by default, or ``n_sents`` sentences per
 ``Doc`` (never across a ``-DOCSTART-``); a file without ``-DOCSTART-`` lines gets
 ``DEFAULT_N_SENTS`` sentences per ``Doc``. Sentence starts are stored on the tokens.
 
-``read_column_file`` and ``convert_files`` are the library; ``convert_cli`` is the
-``python -m spacy_crf_ner convert`` command, which only adds the report.
+Annotation-tool exports (Prodigy and doccano JSONL, Label Studio JSON) are read by
+``spacy_crf_ner.formats``; ``convert_files`` picks the reader from the file (``fmt="auto"``).
+
+Outputs: every output path is checked before anything is read or written, existing outputs
+are refused unless ``overwrite``, and all outputs are written under temporary names and then
+renamed, so a failed or interrupted run leaves no partial file and no partial set of files.
+
+``read_column_file`` and ``convert_files`` are the library; the ``convert`` command
+(``spacy_crf_ner.cli.convert``) only adds the report.
 """
 
 from __future__ import annotations
@@ -30,16 +45,16 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 from spacy.tokens import Doc, DocBin, Span
 from spacy.util import get_lang_class
 from spacy.vocab import Vocab, create_vocab
 from tqdm import tqdm
 from wasabi import msg
 
-from spacy_crf_ner.cli import app
+from spacy_crf_ner.formats import FORMATS, AnnotationFile, detect_format, read_annotations
+from spacy_crf_ner.loaders import write_all_atomic
 from spacy_crf_ner.tags import TagScheme, detect_scheme, get_scheme
 
 DOCSTART = "-DOCSTART-"
@@ -56,6 +71,12 @@ PROGRESS_MIN_BYTES = 2 * 1024 * 1024
 
 MAX_SHOWN = 10
 """Problems listed in an error message or report; the rest are counted."""
+
+MISSING = "-"
+"""spaCy's tag for "entity annotation missing here" (not "O")."""
+
+INPUT_FORMATS = ("auto", "column", *FORMATS)
+"""``convert_files(fmt=...)``: auto picks by suffix and content (column for other suffixes)."""
 
 # A Weibo token is a character followed by its position in a jieba word (``科0``, ``p10``).
 # The lazy group keeps at least one character, so a digit character survives (``011``: ``0``).
@@ -102,6 +123,12 @@ class ConversionStats:
     repaired_positions: int = 0
     source_documents: int = 0
     empty_documents: int = 0
+    missing_tokens: int = 0
+    """Tokens tagged ``-``: their entity annotation is left unset."""
+    normalised_tags: int = 0
+    """Lowercase tags (``b-per``, ``o``) read with an upper-case prefix."""
+    skipped_records: dict[str, int] = field(default_factory=dict)
+    """Annotation-tool records not converted, by reason (e.g. answer "reject")."""
 
     @property
     def n_entities(self) -> int:
@@ -118,6 +145,9 @@ class ConversionStats:
             "repaired_positions": self.repaired_positions,
             "source_documents": self.source_documents,
             "empty_documents": self.empty_documents,
+            "missing_tokens": self.missing_tokens,
+            "normalised_tags": self.normalised_tags,
+            "skipped_records": dict(sorted(self.skipped_records.items())),
         }
 
 
@@ -138,10 +168,12 @@ class ConversionResult:
     all_tokens_end_in_digit: bool
     """Every token ends in an ASCII digit: probably Weibo-style positions (``strip_digit``)."""
     output: Path | None = None
+    format: str = "column"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "input": str(self.path),
+            "format": self.format,
             "output": None if self.output is None else str(self.output),
             "scheme": self.scheme,
             "scheme_detected": self.scheme_detected,
@@ -160,6 +192,7 @@ class _Parsed:
     docstarts: int
     errors: list[Problem]
     all_digit: bool
+    normalised: int
 
 
 def _progress_bar(path: Path, progress: bool | None, **kwargs: Any) -> tqdm:
@@ -177,6 +210,7 @@ def _read_rows(path: Path, *, strip_digit: bool, progress: bool | None) -> _Pars
     n_cols, first_line = 0, 0
     docstarts = 0
     all_digit = True
+    normalised = 0
 
     def end_sentence() -> None:
         nonlocal current, sentence
@@ -252,10 +286,106 @@ def _read_rows(path: Path, *, strip_digit: bool, progress: bool | None) -> _Pars
                 text = match.group(1)
             elif not "0" <= text[-1] <= "9":
                 all_digit = False
-            sentence.append((text, cols[-1], lineno))
+            tag, problem = normalise_tag(cols[-1])
+            if problem:
+                errors.append(Problem(path, lineno, problem))
+                continue
+            normalised += tag != cols[-1]
+            sentence.append((text, tag, lineno))
         bar.update(pending)
     end_sentence()
-    return _Parsed(documents, docstarts, errors, all_digit)
+    return _Parsed(documents, docstarts, errors, all_digit, normalised)
+
+
+def normalise_tag(tag: str) -> tuple[str, str | None]:
+    """The tag with ``O`` and its prefix letter in upper case, and why it is refused, if it is.
+
+    ``b-per`` -> ``B-per`` (labels keep their case); ``-`` stays (missing annotation).
+    Refused: a prefix with an empty type (``B-``) or the type ``O`` or ``-`` (``B-O``), which
+    would create an entity type that spaCy rejects when training starts.
+    """
+    if tag == MISSING:
+        return tag, None
+    if tag in ("o", "O"):
+        return "O", None
+    letter, sep, label = tag.partition("-")
+    if sep and len(letter) == 1 and letter.isalpha():
+        tag = letter.upper() + sep + label
+        if not label or label.upper() == "O" or label == MISSING:
+            return tag, (
+                f"tag {tag!r} has {'no' if not label else 'the reserved'} entity type"
+                f"{'' if not label else ' ' + repr(label)}: 'O' and '-' are tags, not types "
+                "(write O for outside, - for missing annotation)"
+            )
+    return tag, None
+
+
+def _can_start(scheme: TagScheme, tag: str) -> bool:
+    """Whether ``tag`` may open a sequence (unknown tags: True, they are reported anyway)."""
+    try:
+        return bool(scheme.allowed_transitions([tag])[1][0])
+    except ValueError:
+        return True
+
+
+def _can_end(scheme: TagScheme, tag: str) -> bool:
+    try:
+        return bool(scheme.allowed_transitions([tag])[2][0])
+    except ValueError:
+        return True
+
+
+def decode_with_missing(
+    scheme: TagScheme, tags: Sequence[str]
+) -> tuple[list[tuple[int, int, str]], list[int], list[tuple[int, str]], list[tuple[int, str]]]:
+    """Decode one sentence whose tags may include ``-`` (missing annotation).
+
+    Returns (spans, missing positions, repairs, errors). Each run of annotated tags between
+    ``-`` tokens is decoded on its own (invalid sequences repaired as conlleval does, listed in
+    repairs); a tag at the edge of a run that cannot start or end an entity there is an error,
+    because the entity would continue into tokens whose annotation is missing.
+    """
+    n = len(tags)
+    missing = [i for i, tag in enumerate(tags) if tag == MISSING]
+    spans: list[tuple[int, int, str]] = []
+    repairs: list[tuple[int, str]] = []
+    errors: list[tuple[int, str]] = []
+    pos = 0
+    while pos < n:
+        if tags[pos] == MISSING:
+            pos += 1
+            continue
+        end = pos
+        while end < n and tags[end] != MISSING:
+            end += 1
+        run = list(tags[pos:end])
+        bad: set[int] = set()
+        if pos > 0 and not _can_start(scheme, run[0]):
+            bad.add(pos)
+            errors.append(
+                (
+                    pos,
+                    f"{run[0]!r} follows a '-' (missing) token, so where its entity starts is "
+                    f"not annotated ({scheme.name}); tag the whole entity, or mark all of it '-'",
+                )
+            )
+        if end < n and not _can_end(scheme, run[-1]):
+            bad.add(end - 1)
+            errors.append(
+                (
+                    end - 1,
+                    f"{run[-1]!r} is followed by a '-' (missing) token, so where its entity "
+                    f"ends is not annotated ({scheme.name}); tag the whole entity, or mark all "
+                    "of it '-'",
+                )
+            )
+        repairs.extend((pos + p, m) for p, m in scheme.validate(run) if pos + p not in bad)
+        spans.extend(
+            (pos + s, pos + e, label) for s, e, label in scheme.tags_to_spans(run, strict=False)
+        )
+        pos = end
+    errors.sort()
+    return spans, missing, repairs, errors
 
 
 def blank_vocab(lang: str) -> Vocab:
@@ -276,22 +406,29 @@ def _make_doc(
     vocab: Vocab,
     sentences: Sequence[_Sentence],
     spans: Sequence[Sequence[tuple[int, int, str]]],
+    missing: Sequence[Sequence[int]],
     with_spaces: bool,
 ) -> Doc:
-    """One Doc from sentences and their (sentence-relative) entity spans."""
+    """One Doc from sentences, their (sentence-relative) entity spans and missing tokens."""
     words: list[str] = []
     sent_starts: list[bool] = []
     ents: list[tuple[int, int, str]] = []
-    for sentence, sentence_spans in zip(sentences, spans, strict=True):
+    unset: list[int] = []
+    for sentence, sentence_spans, sentence_missing in zip(sentences, spans, missing, strict=True):
         offset = len(words)
         words.extend(token[0] for token in sentence)
         sent_starts.extend([True] + [False] * (len(sentence) - 1))
         ents.extend((offset + start, offset + end, label) for start, end, label in sentence_spans)
+        unset.extend(offset + i for i in sentence_missing)
     n = len(words)
     spaces = [True] * (n - 1) + [False] if with_spaces else [False] * n
     doc = Doc(vocab, words=words, spaces=spaces, sent_starts=sent_starts)
-    # default="outside": tokens outside entities are annotated O, not missing.
-    doc.set_ents([Span(doc, s, e, label=label) for s, e, label in ents], default="outside")
+    # default="outside": tokens outside entities are annotated O; "-" tokens stay unset.
+    doc.set_ents(
+        [Span(doc, s, e, label=label) for s, e, label in ents],
+        missing=[Span(doc, i, i + 1) for i in unset],
+        default="outside",
+    )
     return doc
 
 
@@ -313,7 +450,8 @@ def read_column_file(
     Doc per document (the whole file without ``-DOCSTART-``). Invalid tag sequences raise
     ConversionError with ``strict``, otherwise they are repaired as conlleval does and listed
     in ``repairs``. Malformed lines (wrong column count, not UTF-8, a token ``strip_digit``
-    cannot strip) always raise. ``progress`` None shows a bar on stderr for large files.
+    cannot strip, a tag with an empty or reserved type) and entities that run into a ``-``
+    (missing) token always raise. ``progress`` None shows a bar on stderr for large files.
     """
     path = Path(path)
     if n_sents is not None and n_sents < 0:
@@ -329,17 +467,28 @@ def read_column_file(
     if tag_scheme is None:
         tag_scheme = detect_scheme([token[1] for token in s] for s in sentences)
 
-    stats = ConversionStats(source_documents=parsed.docstarts)
+    stats = ConversionStats(source_documents=parsed.docstarts, normalised_tags=parsed.normalised)
     repairs: list[Problem] = []
+    errors: list[Problem] = []
     spans: list[list[tuple[int, int, str]]] = []  # per sentence, in file order
+    missing: list[list[int]] = []
     for sentence in sentences:
         tags = [token[1] for token in sentence]
-        problems = tag_scheme.validate(tags)
+        sent_spans, sent_missing, problems, gaps = decode_with_missing(tag_scheme, tags)
         if problems:
             stats.repaired_sequences += 1
             stats.repaired_positions += len({pos for pos, _ in problems})
             repairs.extend(Problem(path, sentence[pos][2], message) for pos, message in problems)
-        spans.append(tag_scheme.tags_to_spans(tags, strict=False))
+        errors.extend(Problem(path, sentence[pos][2], message) for pos, message in gaps)
+        spans.append(sent_spans)
+        missing.append(sent_missing)
+        stats.missing_tokens += len(sent_missing)
+    if errors:
+        raise ConversionError(
+            f"{path}: {len(errors)} entit{'y runs' if len(errors) == 1 else 'ies run'} into "
+            "tokens whose annotation is missing ('-')",
+            errors,
+        )
     if strict and repairs:
         raise ConversionError(
             f"{path}: {len(repairs)} invalid {tag_scheme.name} tag position(s) in "
@@ -363,7 +512,13 @@ def read_column_file(
             step = group or len(document)
             for i in range(0, len(document), step):
                 chunk = document[i : i + step]
-                doc = _make_doc(vocab, chunk, spans[first : first + len(chunk)], with_spaces)
+                doc = _make_doc(
+                    vocab,
+                    chunk,
+                    spans[first : first + len(chunk)],
+                    missing[first : first + len(chunk)],
+                    with_spaces,
+                )
                 first += len(chunk)
                 docs.append(doc)
                 stats.sentences += len(chunk)
@@ -398,15 +553,42 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def plan_outputs(inputs: Sequence[str | Path], output_dir: str | Path) -> list[Path]:
-    """The output path of every input; ConversionError if any would overwrite an input or
-    another input's output."""
+def _blocked(path: Path, overwrite: bool) -> str | None:
+    """Why ``path`` cannot be written as a file, or None."""
+    if path.is_dir():
+        return f"{path} is a directory"
+    if path.exists() and not overwrite:
+        return f"{path} exists (pass --overwrite to replace it)"
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{path}: {parent} is a file, not a directory"
+            break
+    return None
+
+
+def plan_outputs(
+    inputs: Sequence[str | Path],
+    output_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    stats_json: str | Path | None = None,
+) -> list[Path]:
+    """The output path of every input, all checked before anything is read or written.
+
+    ConversionError lists every problem: an input that is not a file, an output that would
+    overwrite an input or another input's output, an output (or ``stats_json``) that is a
+    directory, sits under a file, or exists (unless ``overwrite``).
+    """
     paths = [Path(p) for p in inputs]
-    outputs = [output_path(p, output_dir) for p in paths]
+    out_dir = Path(output_dir)
+    outputs = [output_path(p, out_dir) for p in paths]
     problems: list[str] = []
     for path in paths:
         if not path.is_file():
             problems.append(f"{path}: not a file")
+    if out_dir.exists() and not out_dir.is_dir():
+        problems.append(f"--output-dir {out_dir} is a file, not a directory")
     for i, out in enumerate(outputs):
         for path in paths:
             if _same_file(out, path):
@@ -417,28 +599,103 @@ def plan_outputs(inputs: Sequence[str | Path], output_dir: str | Path) -> list[P
                     f"{paths[j]} and {paths[i]} would both be written to {out} "
                     "(same file name; convert them into different output directories)"
                 )
+        if not out_dir.exists() or out_dir.is_dir():
+            blocked = _blocked(out, overwrite)
+            if blocked and not any(_same_file(out, path) for path in paths):
+                problems.append(f"output {blocked}")
+    if stats_json is not None:
+        stats_path = Path(stats_json)
+        for path in [*paths, *outputs]:
+            if _same_file(stats_path, path):
+                problems.append(f"--stats-json {stats_path} would overwrite {path}")
+        blocked = _blocked(stats_path, overwrite)
+        if blocked:
+            problems.append(f"--stats-json {blocked}")
+    if len(problems) == 1:
+        raise ConversionError(problems[0])
     if problems:
-        raise ConversionError("Refusing to convert:\n" + "\n".join(problems))
+        raise ConversionError(f"{len(problems)} problems with the paths:\n" + "\n".join(problems))
     return outputs
 
 
 def write_docbin(docs: Iterable[Doc], path: Path) -> None:
     """Write docs as a DocBin without user data; atomically, so no half-written output."""
-    data = DocBin(docs=docs, store_user_data=False).to_bytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Not tempfile.mkstemp: its files are private (0600); this one gets the umask's mode.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_all_atomic([(path, docbin_bytes(docs))])
+
+
+def docbin_bytes(docs: Iterable[Doc]) -> bytes:
+    """The serialized DocBin of ``docs``, without user data."""
+    return DocBin(docs=docs, store_user_data=False).to_bytes()
 
 
 def stats_dict(results: Sequence[ConversionResult]) -> dict[str, Any]:
     """The ``--stats-json`` content: one record per input, in the order given."""
     return {"files": [result.to_dict() for result in results]}
+
+
+def input_format(path: Path, fmt: str = "auto") -> str:
+    """The reader for ``path``: ``fmt``, or with "auto" the annotation-tool format that
+    ``formats.detect_format`` recognises, else "column" (but never for .json/.jsonl)."""
+    if fmt not in INPUT_FORMATS:
+        raise ConversionError(
+            f"Unknown --format {fmt!r}; expected one of {', '.join(INPUT_FORMATS)}"
+        )
+    if fmt != "auto":
+        return fmt
+    detected = detect_format(path)
+    if detected is None and path.suffix.lower() in (".json", ".jsonl"):
+        raise ConversionError(
+            f"{path}: cannot tell its format: not a Label Studio export (a JSON list of "
+            'tasks) nor Prodigy ("spans") or doccano ("label"/"entities") JSON lines; '
+            "pass --format"
+        )
+    return detected or "column"
+
+
+def read_annotation_file(
+    path: str | Path, fmt: str, *, lang: str = "en", vocab: Vocab | None = None
+) -> ConversionResult:
+    """Read a Prodigy, doccano or Label Studio export into Docs (``formats.read_annotations``),
+    tokenized by ``lang``'s tokenizer where the record has no tokens of its own; every
+    misaligned or unusable span raises ConversionError with its record."""
+    path = Path(path)
+    vocab = vocab if vocab is not None else blank_vocab(lang)
+    nlp = get_lang_class(lang)(vocab=vocab)
+    read: AnnotationFile = read_annotations(path, fmt, nlp.make_doc)
+    if read.problems:
+        problems = [Problem(path, number, message) for number, message in read.problems]
+        unit = "task" if fmt == "labelstudio" else "line"
+        raise ConversionError(
+            f"{path}: {len(problems)} problem(s) in the {fmt} records ({unit} numbers below)",
+            problems,
+        )
+    if not read.docs:
+        raise ConversionError(
+            f"{path}: no {fmt} record to convert ({read.records} read"
+            + (f", skipped: {dict(read.skipped)}" if read.skipped else "")
+            + ")"
+        )
+    stats = ConversionStats(
+        docs=len(read.docs),
+        sentences=len(read.docs),
+        tokens=sum(len(doc) for doc in read.docs),
+        source_documents=read.records,
+        skipped_records=dict(read.skipped),
+    )
+    for doc in read.docs:
+        stats.entities.update(ent.label_ for ent in doc.ents)
+    return ConversionResult(
+        path=path,
+        docs=read.docs,
+        scheme="spans",
+        scheme_detected=False,
+        lang=lang,
+        n_sents=1,
+        stats=stats,
+        repairs=[],
+        all_tokens_end_in_digit=False,
+        format=fmt,
+    )
 
 
 def convert_files(
@@ -452,27 +709,30 @@ def convert_files(
     strip_digit: bool = False,
     stats_json: str | Path | None = None,
     progress: bool | None = None,
+    overwrite: bool = False,
+    fmt: str = "auto",
 ) -> list[ConversionResult]:
     """Convert every input to ``output_dir/<name>.spacy`` (options as in read_column_file).
 
-    All inputs are read and checked before anything is written, so a bad file leaves no
-    partial set of outputs. Inputs are never modified. Returns one result per input.
+    ``fmt``: "column", "prodigy", "doccano", "labelstudio", or "auto" (per file, by suffix
+    and content). Every output path is checked first and all inputs are read and checked
+    before anything is written; the outputs (and ``stats_json``) are then written under
+    temporary names and renamed, so a bad file or a failed write leaves no partial set of
+    outputs. Existing outputs are refused unless ``overwrite``. Inputs are never modified.
+    Returns one result per input.
     """
     paths = [Path(p) for p in inputs]
     if not paths:
         raise ConversionError("No input files given")
-    outputs = plan_outputs(paths, output_dir)
-    if stats_json is not None:
-        for path in [*paths, *outputs]:
-            if _same_file(Path(stats_json), path):
-                raise ConversionError(f"Refusing to write --stats-json over {path}")
+    outputs = plan_outputs(paths, output_dir, overwrite=overwrite, stats_json=stats_json)
+    formats = [input_format(path, fmt) for path in paths]
     vocab = blank_vocab(lang)
     results: list[ConversionResult] = []
     failures: list[ConversionError] = []
-    for path in paths:
+    for path, path_format in zip(paths, formats, strict=True):
         try:
-            results.append(
-                read_column_file(
+            if path_format == "column":
+                result = read_column_file(
                     path,
                     lang=lang,
                     scheme=scheme,
@@ -482,23 +742,27 @@ def convert_files(
                     progress=progress,
                     vocab=vocab,
                 )
-            )
+            else:
+                result = read_annotation_file(path, path_format, lang=lang, vocab=vocab)
+            results.append(result)
         except ConversionError as err:
             failures.append(err)
     if failures:
         if len(failures) == 1:
             raise failures[0]
         raise ConversionError(
-            "\n".join(str(f) for f in failures),
+            "\n".join(f.summary for f in failures),
             [p for f in failures for p in f.problems],
         )
     for result, out in zip(results, outputs, strict=True):
-        write_docbin(result.docs, out)
         result.output = out
+    items: list[tuple[Path, bytes | str]] = [
+        (out, docbin_bytes(result.docs)) for result, out in zip(results, outputs, strict=True)
+    ]
     if stats_json is not None:
-        stats_path = Path(stats_json)
-        stats_path.parent.mkdir(parents=True, exist_ok=True)
-        stats_path.write_text(json.dumps(stats_dict(results), indent=2, ensure_ascii=False) + "\n")
+        text = json.dumps(stats_dict(results), indent=2, ensure_ascii=False) + "\n"
+        items.append((Path(stats_json), text))
+    write_all_atomic(items)
     return results
 
 
@@ -514,11 +778,27 @@ def print_report(results: Sequence[ConversionResult]) -> None:
             if result.n_sents == 0
             else f"{result.n_sents} sentences per Doc"
         )
+        read_as = (
+            f"{result.scheme} {how}; {grouping}"
+            if result.format == "column"
+            else f"{result.format} export; one Doc per record"
+        )
         msg.good(
             f"{result.path} -> {result.output}: {stats.docs} docs, {stats.sentences} "
-            f"sentences, {stats.tokens} tokens, {stats.n_entities} entities "
-            f"({result.scheme} {how}; {grouping})"
+            f"sentences, {stats.tokens} tokens, {stats.n_entities} entities ({read_as})"
         )
+        if stats.missing_tokens:
+            msg.info(
+                f"{result.path}: {stats.missing_tokens} token(s) tagged '-' keep missing "
+                "entity annotation (not O)"
+            )
+        if stats.normalised_tags:
+            msg.info(
+                f"{result.path}: {stats.normalised_tags} lowercase tag(s) read with an "
+                "upper-case prefix (b-per -> B-per; labels keep their case)"
+            )
+        for reason, count in sorted(stats.skipped_records.items()):
+            msg.info(f"{result.path}: skipped {count} record(s): {reason}")
         if result.repairs:
             msg.warn(
                 f"{result.path}: repaired {stats.repaired_sequences} invalid {result.scheme} "
@@ -567,93 +847,3 @@ def print_report(results: Sequence[ConversionResult]) -> None:
             divider=True,
             aligns=("l", *("r" for _ in results)),
         )
-
-
-_HELP = (
-    "Convert column-format NER files (CoNLL-2003, Resume NER, Weibo NER) to .spacy DocBins, "
-    "one <input file name>.spacy per input.\n\n"
-    "Token in the first column, tag in the last, columns split at spaces or tabs (tokens "
-    "cannot contain spaces). A line whose first column is -DOCSTART- starts a document; blank "
-    "or whitespace-only lines end a sentence. Invalid tag sequences are repaired as conlleval "
-    "does and listed as file:line (--strict fails instead); a wrong number of columns is "
-    "always an error."
-)
-
-
-@app.command("convert", help=_HELP)
-def convert_cli(
-    inputs: Annotated[
-        list[Path],
-        typer.Argument(
-            help="Column-format files: token first, tag last, separated by spaces or tabs "
-            "(tokens cannot contain spaces).",
-            show_default=False,
-        ),
-    ],
-    output_dir: Annotated[
-        Path,
-        typer.Option("--output-dir", "-o", help="Directory for <input file name>.spacy outputs."),
-    ],
-    lang: Annotated[
-        str,
-        typer.Option("--lang", "-l", help="spaCy language; zh/ja/th docs have no spaces."),
-    ] = "en",
-    scheme: Annotated[
-        str | None,
-        typer.Option(
-            "--scheme",
-            "-s",
-            help="IOB1, IOB2/BIO, BIOES/IOBES, BILUO/BILOU, BMES or BMEWO (default: detected).",
-            show_default=False,
-        ),
-    ] = None,
-    n_sents: Annotated[
-        int | None,
-        typer.Option(
-            "--n-sents",
-            "-n",
-            min=0,
-            help="Sentences per Doc, never across -DOCSTART-; 0 = one Doc per document "
-            f"(default: one Doc per -DOCSTART- document, {DEFAULT_N_SENTS} without them).",
-            show_default=False,
-        ),
-    ] = None,
-    strict: Annotated[
-        bool,
-        typer.Option("--strict", help="Fail on invalid tag sequences instead of repairing them."),
-    ] = False,
-    strip_digit: Annotated[
-        bool,
-        typer.Option(
-            "--strip-digit",
-            help="Remove the trailing position number of each token (Weibo NER: 科0 -> 科).",
-        ),
-    ] = False,
-    stats_json: Annotated[
-        Path | None,
-        typer.Option("--stats-json", help="Also write the counts as JSON to this file."),
-    ] = None,
-) -> None:
-    """The ``convert`` command: ``convert_files`` plus a report (help text in _HELP)."""
-    try:
-        scheme_obj = None if scheme is None else get_scheme(scheme)
-    except ValueError as err:
-        msg.fail(str(err))
-        raise typer.Exit(2) from err
-    try:
-        results = convert_files(
-            inputs,
-            output_dir,
-            lang=lang,
-            scheme=scheme_obj,
-            n_sents=n_sents,
-            strict=strict,
-            strip_digit=strip_digit,
-            stats_json=stats_json,
-        )
-    except ConversionError as err:
-        msg.fail("Conversion failed; nothing was written", str(err))
-        raise typer.Exit(1) from err
-    print_report(results)
-    if stats_json is not None:
-        msg.info(f"Counts written to {stats_json}")

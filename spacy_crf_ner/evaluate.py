@@ -6,10 +6,12 @@ papers report), so that the two can be compared side by side; it adds an entity-
 confusion matrix, a ``scores.json`` and two PNG plots. ``render`` writes a displaCy page of
 the predicted entities, with the CRF's entity probability in the label where there is one.
 
-The library functions (``evaluate_pipeline``, ``format_table``, ``write_scores``, the plot
-functions, ``render_entities``) are separate from the CLI wrappers so that tests and
-benchmarks can call them. seqeval and matplotlib are imported lazily: ``--help`` stays fast
-and matplotlib stays optional (``pip install spacy-crf-ner[plots]``).
+``predict_entities`` gives the rows the ``predict`` command prints.
+
+These are library functions; the ``evaluate``, ``render`` and ``predict`` commands in
+``spacy_crf_ner.cli`` are thin wrappers around them, so tests and benchmarks call the same
+code. seqeval and matplotlib are imported lazily: ``--help`` stays fast and matplotlib stays
+optional (``pip install spacy-crf-ner[plots]``).
 """
 
 from __future__ import annotations
@@ -22,19 +24,26 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from timeit import default_timer
-from typing import Annotated, Any
+from typing import Any
 
-import spacy
-import typer
 from spacy.language import Language
 from spacy.scorer import Scorer, get_ner_prf
-from spacy.tokens import Doc, DocBin, Span
+from spacy.tokens import Doc, Span
 from spacy.training import Example
 from spacy.vocab import Vocab
 from tqdm import tqdm
 from wasabi import msg, table
 
-from spacy_crf_ner.cli import app
+from spacy_crf_ner.loaders import (
+    check_limit,
+    check_output_file,
+    crf_components,
+    load_docbin,
+    load_pipeline,
+    read_texts,
+    setup_gpu,
+    write_atomic,
+)
 
 MISSED = "(missed)"
 """Confusion-matrix column of gold entities that no predicted entity matches exactly."""
@@ -54,42 +63,6 @@ class NoEntityRecognizerError(ValueError):
 
 
 # --------------------------------------------------------------------------- loading
-
-
-def load_pipeline(model: str | Path) -> Language:
-    """Load a pipeline from a directory or an installed package, naming the path on failure."""
-    path = Path(model)
-    if not path.exists():
-        if isinstance(model, str) and spacy.util.is_package(model):
-            return spacy.load(model)
-        raise FileNotFoundError(
-            f"Pipeline not found: {model} (no such directory, and no installed pipeline "
-            "package of that name)"
-        )
-    try:
-        return spacy.load(path)
-    except OSError as err:  # e.g. a directory without config.cfg
-        raise ValueError(f"Could not load a spaCy pipeline from {path}: {err}") from err
-
-
-def load_docbin(path: str | Path, vocab: Vocab) -> list[Doc]:
-    """Read the docs of a ``.spacy`` DocBin, or of every ``.spacy`` file in a directory (as
-    spaCy's corpus reader does), with errors that name the file."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"Data file not found: {path}")
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*.spacy") if p.is_file())
-        if not files:
-            raise ValueError(f"Data directory has no .spacy files: {path}")
-        return [doc for file in files for doc in load_docbin(file, vocab)]
-    if not path.is_file():
-        raise ValueError(f"Data path is not a file: {path} (expected a .spacy DocBin)")
-    try:
-        doc_bin = DocBin().from_disk(path)
-    except Exception as err:  # msgpack/zlib errors say nothing about which file
-        raise ValueError(f"Could not read {path} as a .spacy DocBin: {err}") from err
-    return list(doc_bin.get_docs(vocab))
 
 
 def ner_components(nlp: Language) -> list[str]:
@@ -524,12 +497,6 @@ def plot_confusion(results: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def _use_gpu(gpu_id: int) -> None:
-    """Allocate on the given GPU (before loading, so the weights land there); -1 is CPU."""
-    if gpu_id >= 0:
-        spacy.require_gpu(gpu_id)
-
-
 def run_evaluation(
     model: str | Path,
     data: str | Path,
@@ -541,14 +508,19 @@ def run_evaluation(
 ) -> dict[str, Any]:
     """What the ``evaluate`` command does: load, score, and write scores.json and plots.
 
-    The data path is checked before the pipeline is loaded, so a typo fails fast. Returns
-    the results with the pipeline path added; the plots are skipped with a warning when
+    The data and output paths are checked before the pipeline is loaded, so a typo fails
+    fast. ``output`` is a directory; its scores.json and plots are replaced. Returns the
+    results with the pipeline path added; the plots are skipped with a warning when
     matplotlib is not installed.
     """
     data = Path(data)
     if not data.exists():
         raise FileNotFoundError(f"Data file not found: {data}")
-    _use_gpu(gpu_id)
+    if output is not None and Path(output).exists() and not Path(output).is_dir():
+        raise NotADirectoryError(f"--output {output} is a file; evaluate writes a directory")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+    setup_gpu(gpu_id)
     nlp = load_pipeline(model)
     require_ner_component(nlp)
     batch_size = batch_size or nlp.batch_size
@@ -568,37 +540,6 @@ def run_evaluation(
 
 
 # --------------------------------------------------------------------------- render
-
-
-def read_render_input(path: str | Path, vocab: Vocab, limit: int | None = None) -> list[Any]:
-    """Texts (``.txt``: one per non-empty line; ``.jsonl``: the "text" field) or gold docs
-    (``.spacy``) to render, at most ``limit`` of them."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"Input file not found: {path}")
-    suffix = path.suffix.lower()
-    if suffix == ".spacy":
-        return load_docbin(path, vocab)[:limit]
-    if suffix not in (".txt", ".jsonl"):
-        raise ValueError(f"Unsupported input {path}: expected .spacy, .txt or .jsonl")
-    texts: list[Any] = []
-    with path.open(encoding="utf8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if limit is not None and len(texts) >= limit:
-                break
-            if not line.strip():
-                continue
-            if suffix == ".txt":
-                texts.append(line.rstrip("\r\n"))
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}, line {number}: invalid JSON ({err})") from err
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise ValueError(f'{path}, line {number}: no string "text" field')
-            texts.append(record["text"])
-    return texts
 
 
 def entity_label(ent: Span) -> str:
@@ -640,87 +581,56 @@ def render_entities(
     )
 
 
+def show_probabilities(nlp: Language) -> None:
+    """Switch on every crf_ner's entity probabilities, which render and predict display."""
+    for name in crf_components(nlp):
+        nlp.get_pipe(name).entity_probs = True
+
+
 def run_render(
-    model: str | Path, input_path: str | Path, output: str | Path, *, limit: int | None = None
+    model: str | Path,
+    input_path: str | Path,
+    output: str | Path,
+    *,
+    limit: int | None = None,
+    gpu_id: int = -1,
+    overwrite: bool = False,
 ) -> int:
-    """What the ``render`` command does; returns the number of docs rendered."""
+    """What the ``render`` command does; returns the number of docs rendered.
+
+    Every path and number is checked before the pipeline is loaded. crf_ner components show
+    each entity's probability in its label; the page is written atomically.
+    """
     input_path = Path(input_path)
     if not input_path.exists():
         raise FileNotFoundError(f"Input file not found: {input_path}")
+    check_limit(limit)
+    output = check_output_file(output, overwrite=overwrite, option="--output")
+    setup_gpu(gpu_id)
     nlp = load_pipeline(model)
     require_ner_component(nlp)
-    inputs = read_render_input(input_path, nlp.vocab, limit)
+    show_probabilities(nlp)
+    inputs = read_texts(input_path, nlp.vocab, limit)
     html = render_entities(nlp, inputs)
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(html, encoding="utf8")
+    write_atomic(output, html)
     return len(inputs)
 
 
-# --------------------------------------------------------------------------- CLI
-
-
-def _fail(err: Exception) -> typer.Exit:
-    """Print a one-line error on stderr (no traceback for a user mistake) and exit 1."""
-    typer.echo(f"✘ {err}", err=True)
-    return typer.Exit(code=1)
-
-
-_ModelArg = Annotated[
-    str, typer.Argument(metavar="MODEL", help="Pipeline directory or installed package name.")
-]
-
-
-@app.command("evaluate")
-def evaluate_command(
-    model: _ModelArg,
-    data: Annotated[Path, typer.Argument(metavar="DATA", help="Gold docs: a .spacy DocBin.")],
-    output: Annotated[
-        Path | None,
-        typer.Option(
-            "--output", "-o", help="Directory for scores.json, f1_per_type.png, confusion.png."
-        ),
-    ] = None,
-    gpu_id: Annotated[int, typer.Option("--gpu-id", "-g", help="GPU to use; -1 for CPU.")] = -1,
-    batch_size: Annotated[
-        int | None,
-        typer.Option("--batch-size", "-b", min=1, help="Docs per batch (default: the pipeline's)."),
-    ] = None,
-) -> None:
-    """Score entities with spaCy's scorer and seqeval side by side; write scores and plots."""
-    try:
-        results = run_evaluation(model, data, output, gpu_id=gpu_id, batch_size=batch_size)
-    except (OSError, ValueError, ImportError) as err:
-        raise _fail(err) from err
-    counts = results["n_entities"]
-    msg.info(
-        f"{results['n_docs']} docs, {results['n_tokens']} tokens, {counts['gold']} gold and "
-        f"{counts['predicted']} predicted entities"
-    )
-    print(format_table(results))
-    wps = results["words_per_second"]
-    msg.text(f"Speed: {wps:,.0f} words/s" if wps else "Speed: -")
-    if output is not None:
-        msg.good(f"Wrote {SCORES_FILE}, {F1_PLOT_FILE} and {CONFUSION_PLOT_FILE} to {output}")
-
-
-@app.command("render")
-def render_command(
-    model: _ModelArg,
-    input_path: Annotated[
-        Path,
-        typer.Argument(
-            metavar="INPUT", help=".spacy DocBin, .txt (one text per line) or .jsonl ('text')."
-        ),
-    ],
-    output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")],
-    limit: Annotated[
-        int | None, typer.Option("--limit", "-n", min=1, help="Render at most N docs.")
-    ] = None,
-) -> None:
-    """Render the predicted entities (with probabilities, if any) as a displaCy HTML page."""
-    try:
-        n_docs = run_render(model, input_path, output, limit=limit)
-    except (OSError, ValueError, ImportError) as err:
-        raise _fail(err) from err
-    msg.good(f"Rendered {n_docs} docs to {output}")
+def predict_entities(nlp: Language, texts: Sequence[str]) -> list[list[dict[str, Any]]]:
+    """Per text, its entities (text, label, start_char, end_char, prob or None), with the
+    CRF's probabilities switched on."""
+    require_ner_component(nlp)
+    show_probabilities(nlp)
+    return [
+        [
+            {
+                "text": ent.text,
+                "label": ent.label_,
+                "start_char": ent.start_char,
+                "end_char": ent.end_char,
+                "prob": ent._.crf_prob if Span.has_extension("crf_prob") else None,
+            }
+            for ent in doc.ents
+        ]
+        for doc in nlp.pipe(texts)
+    ]

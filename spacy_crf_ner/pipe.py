@@ -8,28 +8,31 @@ sequences when ``respect_sentences`` is on and the docs have sentence boundaries
 entity can cross one.
 """
 
-from collections.abc import Callable, Iterable
+import logging
+import math
+import numbers
+from collections.abc import Callable, Iterable, Sequence
 from itertools import islice
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import numpy
 import srsly
-from spacy import util
 from spacy.errors import Errors
 from spacy.language import Language
-from spacy.pipeline.pipe import deserialize_config
 from spacy.pipeline.trainable_pipe import TrainablePipe
 from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
-from thinc.api import Model, Optimizer, set_dropout_rate
+from thinc.api import Config, Model, Optimizer, set_dropout_rate
 from thinc.types import Floats2d, Ints1d
 
+from .architectures import TagResizeError, resize_tags
 from .crf_batch import (
     CandidateRequest,
     NonFiniteLoss,
     Segments,
+    crf_decode,
     crf_decode_with_confidence,
     crf_device,
     crf_loss,
@@ -37,12 +40,23 @@ from .crf_batch import (
     make_segments,
     torch_constraints,
 )
-from .registrations import entity_score
-from .tags import TagScheme, biluo_to_scheme, get_scheme
+from .scorer import entity_score
+from .tags import (
+    TagScheme,
+    biluo_problems,
+    biluo_to_scheme,
+    entity_crosses,
+    get_scheme,
+    is_missing,
+)
 from .threads import torch_threads
 
-_MISSING = (None, "-")
+logger = logging.getLogger("spacy_crf_ner")
 
+# Saved with the CRF layer's weights (model attrs): the labels and the tag scheme that its
+# tag indices stand for, checked against the cfg when a component is loaded.
+LABELS_ATTR = "crf_ner_labels"
+SCHEME_ATTR = "crf_ner_tag_scheme"
 
 # Filled in when the component computes probabilities (entity_probs = true).
 if not Span.has_extension("crf_prob"):
@@ -62,6 +76,20 @@ class CRFPredictions(NamedTuple):
 
 class ComponentLoadError(ValueError):
     """A saved component that can't be loaded; the message names the component and file."""
+
+
+def _gold_labels(golds: Iterable[list[str | None] | None]) -> set[str]:
+    """The entity labels in aligned BILUO tags."""
+    return {str(tag)[2:] for gold in golds for tag in gold or () if not is_missing(tag)} - {""}
+
+
+def _is_number(value: Any) -> bool:
+    """A real number that is not a bool (a config's ``true`` is not 1.0) and not NaN."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and value == value
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _doc_start(doc: Doc, size: int = 50) -> str:
@@ -92,33 +120,59 @@ class CRFEntityRecognizer(TrainablePipe):
     ) -> None:
         """Initialize the component; see ``make_crf_ner`` for the settings.
 
-        Labels and the tag scheme are saved in ``cfg``: the model's tag indices depend on
-        both. ``constrained`` and ``respect_sentences`` only affect how the CRF is run, so
-        they stay settings of the config and can be overridden at load time.
+        Every setting is checked here, so that a bad value fails when the pipeline is made,
+        with the setting's name, rather than later or silently. Labels and the tag scheme
+        are saved in ``cfg``: the model's tag indices depend on both. ``constrained`` and
+        ``respect_sentences`` only affect how the CRF is run, so they stay settings of the
+        config and can be overridden at load time.
         """
         self.vocab = vocab
-        self.model = model
         self.name = name
+        for ref in ("tok2vec", "output_layer", "crf"):
+            if not isinstance(model, Model) or not model.has_ref(ref):
+                self._setting_error(
+                    "model",
+                    model,
+                    f"a Thinc model with a '{ref}' layer, e.g. spacy_crf_ner.CRFTagger.v1",
+                )
+        self.model = model
+        if scorer is not None and not callable(scorer):
+            self._setting_error("scorer", scorer, "a function or null")
         self.scorer = scorer
-        self.constrained = constrained
-        self.respect_sentences = respect_sentences
-        self.entity_probs = entity_probs
+        self.constrained = self._check_bool("constrained", constrained)
+        self.respect_sentences = self._check_bool("respect_sentences", respect_sentences)
+        self.entity_probs = self._check_bool("entity_probs", entity_probs)
+        if not isinstance(spans_key, str) or not spans_key:
+            self._setting_error("spans_key", spans_key, "a non-empty string")
         self.spans_key = spans_key
-        if candidate_threshold is not None and not 0.0 < candidate_threshold <= 1.0:
-            raise ValueError(
-                f"[crf_ner] candidate_threshold of component '{name}' must be in (0, 1] or "
-                f"null; got {candidate_threshold}"
-            )
+        if candidate_threshold is not None and not (
+            _is_number(candidate_threshold) and 0.0 < candidate_threshold <= 1.0
+        ):
+            self._setting_error("candidate_threshold", candidate_threshold, "in (0, 1] or null")
         self.candidate_threshold = candidate_threshold
-        self.max_candidate_length = max_candidate_length
-        if not 0.0 < temperature < float("inf"):
-            raise ValueError(
-                f"[crf_ner] temperature of component '{name}' must be a positive number; "
-                f"got {temperature}"
+        if not _is_integer(max_candidate_length) or max_candidate_length < 1:
+            self._setting_error(
+                "max_candidate_length", max_candidate_length, "a whole number of tokens >= 1"
             )
+        self.max_candidate_length = int(max_candidate_length)
+        if not (_is_number(temperature) and 0.0 < temperature < math.inf):
+            self._setting_error("temperature", temperature, "a positive number")
         self.temperature = float(temperature)
         self.cfg: dict[str, Any] = {"labels": [], "tag_scheme": self._check_scheme(tag_scheme)}
         self._constraints: dict[tuple, Any] = {}
+        # The model as it was before fine-tuning (``nlp.resume_training``), for ``rehearse``.
+        self._rehearsal_model: Model | None = None
+
+    def _setting_error(self, setting: str, value: Any, expected: str) -> NoReturn:
+        raise ValueError(
+            f"[crf_ner] {setting} of component '{self.name}' must be {expected}; got "
+            f"{value!r}. Set [components.{self.name}] {setting} in the config."
+        )
+
+    def _check_bool(self, setting: str, value: Any) -> bool:
+        if not isinstance(value, bool | numpy.bool_):
+            self._setting_error(setting, value, "true or false")
+        return bool(value)
 
     # ------------------------------------------------------------------ labels and tags
     def _check_scheme(self, name: str) -> str:
@@ -141,6 +195,13 @@ class CRFEntityRecognizer(TrainablePipe):
         return tuple(self.cfg["labels"])
 
     @property
+    def untrained_labels(self) -> tuple[str, ...]:
+        """Labels added to a trained component that no gold entity has had since: their
+        tags are not predicted until an update sees them (as spaCy's parser does with
+        unseen actions), so adding a label leaves the predictions unchanged."""
+        return tuple(self.cfg.get("untrained_labels", ()))
+
+    @property
     def label_data(self) -> list[str]:
         """The labels, as ``spacy init labels`` saves them for ``initialize(labels=...)``."""
         return list(self.labels)
@@ -153,27 +214,60 @@ class CRFEntityRecognizer(TrainablePipe):
     def add_label(self, label: str) -> int:
         """Add an entity label; 0 if it was already present, otherwise 1.
 
-        Labels can only be added before the model is initialized: each label adds several
-        tags to the CRF, and the output layer is not resizable.
+        On a trained component the emission layer and the CRF grow by the label's tags (4
+        in BILUO), keeping every learned weight at its tag's new index; the new tags start
+        so that predictions do not change until they are trained (see ``resize_tags``).
+        Then train on examples with the new label, e.g. after ``nlp.resume_training()``.
         """
         if not isinstance(label, str):
             raise ValueError(Errors.E187)
         if label in self.labels:
             return 0
-        if self._n_model_tags() is not None:
+        try:
+            self.scheme.tag_names([label])
+        except ValueError as err:
             raise ValueError(
-                f"[crf_ner] Can't add label '{label}' to component '{self.name}': its model is "
-                f"already initialized with the tags of the labels {list(self.labels)}. Add all "
-                "labels before initializing (or re-initialize the pipeline with the new labels)."
-            )
-        self.scheme.tag_names([label])  # validates the label (non-empty, no whitespace, ...)
-        self.cfg["labels"] = sorted([*self.labels, label])
+                f"[crf_ner] Can't add label to component '{self.name}': {err}"
+            ) from None
+        old_tags = self.tag_names
+        labels = sorted([*self.labels, label])
+        if self._is_trained():
+            new_tags = self.scheme.tag_names(labels)
+            for model in (self.model, self._rehearsal_model):
+                if model is not None:
+                    self._resize(model, old_tags, new_tags, label)
+            self.cfg["untrained_labels"] = sorted([*self.untrained_labels, label])
+        self.cfg["labels"] = labels
         self.vocab.strings.add(label)
+        self._store_labels_with_model()
         return 1
+
+    def _resize(
+        self, model: Model, old_tags: Sequence[str], new_tags: Sequence[str], label: str
+    ) -> None:
+        position = {tag: i for i, tag in enumerate(new_tags)}
+        try:
+            resize_tags(model, [position[tag] for tag in old_tags], len(new_tags))
+        except TagResizeError as err:
+            raise ValueError(
+                f"[crf_ner] Can't add label '{label}' to the trained component '{self.name}': "
+                f"{err}. Add all labels before initializing instead."
+            ) from None
 
     def _n_model_tags(self) -> int | None:
         output_layer = self.model.get_ref("output_layer")
         return output_layer.get_dim("nO") if output_layer.has_dim("nO") else None
+
+    def _is_trained(self) -> bool:
+        return bool(self.model.get_ref("output_layer").has_param("W"))
+
+    def _store_labels_with_model(self) -> None:
+        """Save the labels and the scheme with the CRF weights too (``crf.attrs``): loading
+        compares them with the cfg's, so that a cfg edited or mixed up with another model
+        can't shift the labels silently."""
+        crf = self.model.get_ref("crf")
+        crf.attrs[LABELS_ATTR] = list(self.labels)
+        crf.attrs[SCHEME_ATTR] = self.scheme.name
 
     def _require_labels(self) -> None:
         if not self.labels:
@@ -193,15 +287,26 @@ class CRFEntityRecognizer(TrainablePipe):
         labels: Iterable[str] | None = None,
     ) -> None:
         """Add the labels (``labels``, or else those of the examples' entities) to any added
-        before, and initialize the model on a sample of docs, with one output per CRF tag."""
+        before, and initialize the model on a sample of docs, with one output per CRF tag.
+
+        This starts training afresh: on a trained component the weights are re-initialized
+        (with a warning). To train a trained component further, keep its weights with
+        ``nlp.resume_training()`` (or ``source`` it in a training config) and add new labels
+        with ``add_label``.
+        """
         validate_get_examples(get_examples, "CRFEntityRecognizer.initialize")
-        if labels is not None:
-            for label in labels:
-                self.add_label(label)
-        elif self._n_model_tags() is None:
-            found = {ent.label_ for eg in get_examples() for ent in eg.reference.ents}
-            for label in sorted(found):
-                self.add_label(label)
+        if self._is_trained():
+            logger.warning(
+                "[crf_ner] Initializing the trained component '%s' re-initializes its "
+                "weights. To keep them and train further, use nlp.resume_training() instead "
+                "of nlp.initialize() (in a training config: source the component), and "
+                "add_label for new labels.",
+                self.name,
+            )
+        if labels is None:
+            labels = sorted({ent.label_ for eg in get_examples() for ent in eg.reference.ents})
+        for label in labels:
+            self.add_label(label)
         self._require_labels()
         n_tags = len(self.tag_names)
         for ref in ("output_layer", "crf"):
@@ -218,6 +323,10 @@ class CRFEntityRecognizer(TrainablePipe):
         if not doc_sample:
             raise ValueError(Errors.E923.format(name=self.name))
         self.model.initialize(X=doc_sample)
+        self._store_labels_with_model()
+        self.cfg["trained_constrained"] = self.constrained
+        self.cfg.pop("untrained_labels", None)
+        self._rehearsal_model = None
 
     # ------------------------------------------------------------------ prediction
     def predict(self, docs: Iterable[Doc]) -> "list[Ints1d] | CRFPredictions":
@@ -412,7 +521,7 @@ class CRFEntityRecognizer(TrainablePipe):
             return [(0, n)]
         starts = [int(i) for i in numpy.flatnonzero(doc.to_array("SENT_START") == 1) if i > 0]
         if gold is not None:
-            starts = [i for i in starts if not _crosses(gold, i)]
+            starts = [i for i in starts if not entity_crosses(gold, i)]
         bounds = [0, *starts, n]
         return list(zip(bounds[:-1], bounds[1:], strict=True))
 
@@ -436,15 +545,33 @@ class CRFEntityRecognizer(TrainablePipe):
         )
         return segments, where
 
-    def _get_constraints(self) -> Any:
-        """The scheme's allowed moves as torch masks on the CRF's device (cached), or None."""
-        if not self.constrained:
+    def _get_constraints(self, hidden: Iterable[str] | None = None) -> Any:
+        """The allowed moves as torch masks on the CRF's device (cached), or None for none.
+
+        The scheme's valid moves when ``constrained``; and no move at all into the tags of
+        the ``hidden`` labels (by default the untrained ones: added to a trained component
+        and not yet seen in gold), so that they are never predicted before training.
+        """
+        hidden = tuple(sorted(self.untrained_labels if hidden is None else hidden))
+        if not self.constrained and not hidden:
             return None
         device = crf_device(self.model.get_ref("crf"))
-        key = (self.scheme.name, self.tag_names, str(device))
+        key = (self.scheme.name, self.tag_names, self.constrained, hidden, str(device))
         if key not in self._constraints:
-            arrays = self.scheme.allowed_transitions(self.tag_names)
-            self._constraints = {key: torch_constraints(arrays, device)}
+            n = len(self.tag_names)
+            if self.constrained:
+                trans, start, end = self.scheme.allowed_transitions(self.tag_names)
+            else:
+                trans, start, end = (
+                    numpy.ones((n, n), bool),
+                    numpy.ones(n, bool),
+                    numpy.ones(n, bool),
+                )
+            off = [i for i, tag in enumerate(self.tag_names) if tag != "O" and tag[2:] in hidden]
+            trans[:, off], start[off], end[off] = False, False, False
+            if len(self._constraints) >= 4:  # e.g. the model's and a rehearsal copy's
+                self._constraints.clear()
+            self._constraints[key] = torch_constraints((trans, start, end), device)
         return self._constraints[key]
 
     # ------------------------------------------------------------------ training
@@ -466,11 +593,69 @@ class CRFEntityRecognizer(TrainablePipe):
         if not any(len(eg.predicted) for eg in examples):
             return losses
         golds = self._golds(examples)
+        if self.untrained_labels:
+            seen = _gold_labels(golds)
+            untrained = [label for label in self.untrained_labels if label not in seen]
+            self.cfg["untrained_labels"] = untrained
+            if not untrained:
+                del self.cfg["untrained_labels"]
         set_dropout_rate(self.model, drop)
         emissions, backprop = self.model.begin_update([eg.predicted for eg in examples])
         loss, d_emissions, param_grads = self._loss(examples, emissions, golds)
         backprop(d_emissions)
         crf = self.model.get_ref("crf")
+        for name, grad in param_grads.items():
+            crf.inc_grad(name, grad)
+        if sgd not in (None, False):
+            self.finish_update(sgd)
+        losses[self.name] += loss
+        self.cfg["trained_constrained"] = self.constrained
+        return losses
+
+    def rehearse(
+        self,
+        examples: Iterable[Example],
+        *,
+        drop: float = 0.0,
+        sgd: Optimizer | None = None,
+        losses: dict[str, float] | None = None,
+    ) -> dict[str, float]:
+        """Learn to keep predicting what the model predicted before fine-tuning.
+
+        ``nlp.resume_training()`` keeps a copy of the model; here the copy decodes the
+        examples' docs (their annotation is not used) and the model learns those tag
+        sequences by the CRF negative log-likelihood, as from gold tags. Mixing
+        ``nlp.rehearse`` on unlabelled text of the old domain into fine-tuning on new data
+        counters forgetting (spaCy's "pseudo-rehearsal"). Nothing happens before
+        ``resume_training``.
+        """
+        if losses is None:
+            losses = {}
+        losses.setdefault(self.name, 0.0)
+        validate_examples(examples, "CRFEntityRecognizer.rehearse")
+        docs = [eg.predicted for eg in examples]
+        if self._rehearsal_model is None or not any(len(doc) for doc in docs):
+            return losses
+        ops = self.model.ops
+        segments, _ = self._segments(docs, None)
+        tutor = self._rehearsal_model
+        # The copy predicts none of the labels added after it was made (nor untrained ones).
+        tutor_labels = tutor.get_ref("crf").attrs.get(LABELS_ATTR, self.labels)
+        hidden = {*self.untrained_labels, *(set(self.labels) - set(tutor_labels))}
+        tutor_paths = crf_decode(
+            tutor.get_ref("crf"),
+            ops.flatten(tutor.predict(docs)),
+            segments,
+            self._get_constraints(hidden),
+        )
+        constraints = self._get_constraints()
+        set_dropout_rate(self.model, drop)
+        emissions, backprop = self.model.begin_update(docs)
+        crf = self.model.get_ref("crf")
+        loss, d_flat, param_grads = crf_loss(
+            crf, ops.flatten(emissions), segments, tutor_paths, constraints
+        )
+        backprop(ops.unflatten(d_flat, numpy.asarray([len(doc) for doc in docs])))
         for name, grad in param_grads.items():
             crf.inc_grad(name, grad)
         if sgd not in (None, False):
@@ -506,9 +691,11 @@ class CRFEntityRecognizer(TrainablePipe):
             # another X directly, which is I-X when a sentence boundary separates them.
             gold[row, :length] = self._gold_tag_ids(docs[i], biluo[start : start + length], start)
         crf = self.model.get_ref("crf")
+        # An untrained label in the gold is trained by this loss (update then marks it).
+        hidden = set(self.untrained_labels) - _gold_labels(golds)
         try:
             loss, d_flat, param_grads = crf_loss(
-                crf, ops.flatten(scores), segments, gold, self._get_constraints()
+                crf, ops.flatten(scores), segments, gold, self._get_constraints(hidden)
             )
         except NonFiniteLoss as err:
             doc = docs[where[err.rows[0]][0]]
@@ -527,7 +714,7 @@ class CRFEntityRecognizer(TrainablePipe):
         golds: list[list[str | None] | None] = []
         for eg in examples:
             biluo = eg.get_aligned_ner() if len(eg.predicted) else []
-            if all(tag in _MISSING for tag in biluo):
+            if all(is_missing(tag) for tag in biluo):
                 golds.append(None)
             else:
                 golds.append(list(biluo))
@@ -538,14 +725,15 @@ class CRFEntityRecognizer(TrainablePipe):
         ``offset`` on); -1 where the label is missing."""
         labels = set(self.labels)
         for tag in biluo:
-            if tag not in _MISSING and tag != "O" and tag[2:] not in labels:
+            if not is_missing(tag) and tag != "O" and str(tag)[2:] not in labels:
                 raise ValueError(
-                    f"[crf_ner] Unknown entity label '{tag[2:]}' in the gold annotation of the "
-                    f"doc starting '{_doc_start(doc)}': component '{self.name}' has the labels "
-                    f"{list(self.labels)}. Initialize it with all labels of the training data "
-                    f"(e.g. [initialize.components.{self.name}.labels]), or remove the label."
+                    f"[crf_ner] Unknown entity label '{str(tag)[2:]}' in the gold annotation of "
+                    f"the doc starting '{_doc_start(doc)}': component '{self.name}' has the "
+                    f"labels {list(self.labels)}. Initialize it with all labels of the training "
+                    f"data (e.g. [initialize.components.{self.name}.labels]); to train a trained "
+                    f"component on a new label, add it first with add_label('{str(tag)[2:]}')."
                 )
-        problems = _biluo_problems(biluo)
+        problems = biluo_problems(biluo)
         if problems:
             position, message = problems[0]
             position += offset
@@ -561,48 +749,75 @@ class CRFEntityRecognizer(TrainablePipe):
         )
 
     # ------------------------------------------------------------------ serialization
+    def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
+        """Serialize the component: cfg (JSON), vocab, model (Thinc msgpack)."""
+        self._store_labels_with_model()
+        return super().to_bytes(exclude=exclude)
+
+    def to_disk(self, path: str | Path, *, exclude: Iterable[str] = tuple()) -> None:
+        """Save the component to a directory: files cfg, model (and vocab)."""
+        self._store_labels_with_model()
+        super().to_disk(path, exclude=exclude)
+
     def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> Any:
-        """Load the component from bytes; a damaged model raises a ValueError that says so."""
+        """Load the component from bytes, all or nothing: everything is read and checked
+        before the component changes, and a model that fails to load is rolled back. A
+        damaged or mismatched model raises a ValueError that says so."""
         self._validate_serialization_attrs()
-        deserialize = {
-            "cfg": lambda b: self._load_cfg(srsly.json_loads(b)),
-            "vocab": lambda b: self.vocab.from_bytes(b, exclude=exclude),
-            "model": lambda b: self._load_model(b, "bytes"),
-        }
         try:
-            util.from_bytes(bytes_data, deserialize, exclude)
-        except ComponentLoadError:
-            raise
+            msg = srsly.msgpack_loads(bytes_data)
+            if not isinstance(msg, dict):
+                raise ValueError(f"expected a mapping, got {type(msg).__name__}")
         except Exception as err:
             raise self._load_error("bytes", err) from err
+        parts = {key: msg.get(key) for key in ("cfg", "vocab", "model") if key not in exclude}
+        for key, value in parts.items():
+            if not isinstance(value, bytes | str) and (key != "vocab" or value is not None):
+                raise self._load_error("bytes", KeyError(f"no {key!r} in the data"))
+        cfg = None
+        if "cfg" in parts:
+            try:
+                cfg = srsly.json_loads(parts["cfg"])
+            except Exception as err:
+                raise self._load_error("bytes", err) from err
+        self._load(cfg, parts.get("model"), "bytes")
+        if parts.get("vocab") is not None:
+            self.vocab.from_bytes(parts["vocab"], exclude=exclude)
         return self
 
     def from_disk(self, path: str | Path, *, exclude: Iterable[str] = tuple()) -> Any:
-        """Load the component from a directory; damaged files raise a ValueError naming the
-        component and the file."""
+        """Load the component from a directory, all or nothing (as ``from_bytes``); missing
+        or damaged files raise a ValueError naming the component and the file."""
         self._validate_serialization_attrs()
-
-        def load_cfg(p: Path) -> None:
+        path = Path(path)
+        cfg = model_data = None
+        if "cfg" not in exclude:
+            cfg_path = path / "cfg"
+            self._require_file(cfg_path, "its labels and tag scheme")
             try:
-                cfg = deserialize_config(p)
+                cfg = srsly.read_json(cfg_path)
             except Exception as err:
-                raise self._load_error(p, err) from err
-            self._load_cfg(cfg)
-
-        def load_model(p: Path) -> None:
+                raise self._load_error(cfg_path, err) from err
+        model_path = path / "model"
+        if "model" not in exclude:
+            self._require_file(model_path, "its weights")
             try:
-                data = Path(p).read_bytes()
+                model_data = model_path.read_bytes()
             except OSError as err:
-                raise self._load_error(p, err) from err
-            self._load_model(data, p)
-
-        deserialize = {
-            "cfg": load_cfg,
-            "vocab": lambda p: self.vocab.from_disk(p, exclude=exclude),
-            "model": load_model,
-        }
-        util.from_disk(path, deserialize, exclude)
+                raise self._load_error(model_path, err) from err
+        self._load(cfg, model_data, model_path)
+        if "vocab" not in exclude and (path / "vocab").exists():
+            self.vocab.from_disk(path / "vocab", exclude=exclude)
+        _warn_unresolvable_optimizer(path.parent / "config.cfg")
         return self
+
+    def _require_file(self, file: Path, holds: str) -> None:
+        if not file.is_file():
+            raise ComponentLoadError(
+                f"[crf_ner] Could not load component '{self.name}': the file '{file}' is "
+                f"missing. It holds {holds}; save the component again (nlp.to_disk) or "
+                "restore the file."
+            )
 
     def _load_error(self, source: Any, err: Exception) -> "ComponentLoadError":
         where = "bytes" if source == "bytes" else f"file '{source}'"
@@ -611,62 +826,185 @@ class CRFEntityRecognizer(TrainablePipe):
             f"truncated or was not saved by this component ({type(err).__name__}: {err})"
         )
 
-    def _load_cfg(self, cfg: Any) -> None:
-        if not isinstance(cfg, dict) or not isinstance(cfg.get("labels", []), list):
-            raise ComponentLoadError(f"[crf_ner] Invalid cfg of component '{self.name}': {cfg!r}")
-        self.cfg.update(cfg)
-        try:
-            self.cfg["tag_scheme"] = self._check_scheme(self.cfg["tag_scheme"])
-        except ValueError as err:
-            raise ComponentLoadError(str(err)) from None
+    def _load(self, cfg: Any, model_data: bytes | None, source: Any) -> None:
+        """Check the loaded cfg and model against each other, then load them (or nothing)."""
+        new_cfg = self._checked_cfg(cfg, source) if cfg is not None else dict(self.cfg)
+        labels, scheme = list(new_cfg["labels"]), get_scheme(new_cfg["tag_scheme"])
+        n_tags = len(scheme.tag_names(labels))
+        if model_data is None:
+            if self._n_model_tags() is not None:
+                crf = self.model.get_ref("crf")
+                self._check_tags(
+                    labels, scheme, n_tags, self._n_model_tags(), crf.attrs.get(LABELS_ATTR),
+                    crf.attrs.get(SCHEME_ATTR), source,
+                )  # fmt: skip
+        else:
+            self._load_model(model_data, labels, scheme, n_tags, source)
+        self.cfg = new_cfg
+        self._store_labels_with_model()
+        if new_cfg.get("trained_constrained") and not self.constrained:
+            logger.warning(
+                "[crf_ner] Component '%s' was trained with constrained = true but is loaded "
+                "with constrained = false: the CRF may now decode invalid tag sequences "
+                "(e.g. I- after O), which can lower its accuracy a lot. Leave constrained = "
+                "true unless you mean to compare.",
+                self.name,
+            )
 
-    def _load_model(self, data: bytes, source: Any) -> None:
+    def _checked_cfg(self, cfg: Any, source: Any) -> dict[str, Any]:
+        where = "bytes" if source == "bytes" else f"'{Path(source).parent / 'cfg'}'"
+        if not isinstance(cfg, dict) or not isinstance(cfg.get("labels", []), list):
+            raise ComponentLoadError(
+                f"[crf_ner] Invalid cfg of component '{self.name}' in {where}: {cfg!r}"
+            )
+        new_cfg = {**self.cfg, **cfg}
+        try:
+            new_cfg["tag_scheme"] = self._check_scheme(new_cfg["tag_scheme"])
+            get_scheme(new_cfg["tag_scheme"]).tag_names(new_cfg["labels"])
+        except ValueError as err:
+            raise ComponentLoadError(
+                f"{err} (in the cfg of component '{self.name}', {where})"
+            ) from None
+        new_cfg["labels"] = sorted(new_cfg["labels"])
+        return new_cfg
+
+    def _check_tags(
+        self,
+        labels: list[str],
+        scheme: TagScheme,
+        n_tags: int,
+        model_tags: int | None,
+        model_labels: Any,
+        model_scheme: Any,
+        source: Any,
+    ) -> None:
+        """The cfg's labels and scheme must be those the model's weights were trained for."""
+        where = "bytes" if source == "bytes" else repr(str(source))
+        if model_labels is not None and (
+            list(model_labels) != labels or model_scheme != scheme.name
+        ):
+            raise ComponentLoadError(
+                f"[crf_ner] The cfg of component '{self.name}' has the labels {labels} "
+                f"({scheme.name}), but its model ({where}) was trained for the labels "
+                f"{list(model_labels)} ({model_scheme}): the model and cfg files do not belong "
+                "together. Restore the cfg saved with the model."
+            )
+        if model_tags is not None and model_tags != n_tags:
+            raise ComponentLoadError(
+                f"[crf_ner] The model of component '{self.name}' loaded from {where} has "
+                f"{model_tags} outputs, but its labels {labels} need {n_tags} tags in the "
+                f"{scheme.name} scheme: the model and cfg files do not belong together."
+            )
+
+    def _load_model(
+        self, data: bytes, labels: list[str], scheme: TagScheme, n_tags: int, source: Any
+    ) -> None:
+        """Load the weights after checking that they fit this model and the cfg; restore
+        the old weights if loading still fails half-way (e.g. damaged LSTM weights)."""
+        nodes = list(self.model.walk())
+        try:
+            msg = srsly.msgpack_loads(data)
+            if not isinstance(msg, dict) or not {"nodes", "attrs", "params", "shims"} <= set(msg):
+                raise ValueError("not a Thinc model")
+        except Exception as err:
+            raise self._load_error(source, err) from err
+        try:
+            saved = _saved_model_info(msg, len(nodes))
+        except (ValueError, KeyError, IndexError, TypeError) as err:
+            raise self._mismatch_error(source, err) from err
+        self._check_tags(labels, scheme, n_tags, *saved, source)
+        current = self._n_model_tags()
+        if current is not None and saved[0] is not None and current != saved[0]:
+            raise ComponentLoadError(
+                f"[crf_ner] Can't load a model with {saved[0]} tags (labels {labels}) into "
+                f"component '{self.name}', whose model has {current} (labels "
+                f"{list(self.labels)}): load it into a new component (spacy.load, or "
+                "nlp.add_pipe then from_bytes/from_disk), not one initialized or grown with "
+                "other labels."
+            )
+        try:
+            _check_fits(msg, nodes)
+        except (ValueError, KeyError, TypeError) as err:
+            raise self._mismatch_error(source, err) from err
+        backup = self.model.to_bytes() if self._is_trained() else None
         try:
             self.model.from_bytes(data)
         except Exception as err:
+            if backup is not None:
+                self.model.from_bytes(backup)
             raise self._load_error(source, err) from err
-        n_tags = self._n_model_tags()
-        if n_tags is not None and n_tags != len(self.tag_names):
-            raise ComponentLoadError(
-                f"[crf_ner] The model of component '{self.name}' loaded from "
-                f"{'bytes' if source == 'bytes' else repr(str(source))} has {n_tags} outputs, "
-                f"but its labels {list(self.labels)} need {len(self.tag_names)} tags in the "
-                f"{self.scheme.name} scheme: the model and cfg files do not belong together."
-            )
+        self._rehearsal_model = None  # it was a copy of other weights
+
+    def _mismatch_error(self, source: Any, err: Exception) -> "ComponentLoadError":
+        where = "bytes" if source == "bytes" else f"file '{source}'"
+        return ComponentLoadError(
+            f"[crf_ner] The model of component '{self.name}' in {where} does not fit the "
+            f"component's configured model: {err}. Load it with the model config it was "
+            "saved with (the pipeline's config.cfg)."
+        )
 
 
-def _crosses(biluo: list[str | None], boundary: int) -> bool:
-    """Whether a gold entity continues across the token boundary before ``boundary``."""
-    before, after = biluo[boundary - 1], biluo[boundary]
-    return (after is not None and after[:2] in ("I-", "L-")) or (
-        before is not None and before[:2] in ("B-", "I-")
+def _saved_model_info(msg: dict, n_nodes: int) -> tuple[int | None, Any, Any]:
+    """From a model's msgpack data: its number of tags, and the labels and scheme saved with
+    it (None for pipelines saved before they were)."""
+    if len(msg["nodes"]) != n_nodes:
+        raise ValueError(
+            f"it has {len(msg['nodes'])} layers, the configured model {n_nodes}: a model "
+            "of another architecture"
+        )
+    refs = msg["nodes"][0]["refs"]
+    if refs.get("crf") is None or refs.get("output_layer") is None:
+        raise ValueError("not a crf_ner model (no 'crf' or 'output_layer' layer)")
+    n_tags = msg["nodes"][refs["output_layer"]]["dims"].get("nO")
+    attrs = msg["attrs"][refs["crf"]]
+    labels, scheme = (
+        srsly.msgpack_loads(attrs[key]) if key in attrs else None
+        for key in (LABELS_ATTR, SCHEME_ATTR)
     )
+    return n_tags, labels, scheme
 
 
-def _biluo_problems(biluo: list[str | None]) -> list[tuple[int, str]]:
-    """Problems inside each run of annotated BILUO tags.
+def _check_fits(msg: dict, nodes: list[Model]) -> None:
+    """Check that a model's msgpack data has this model's layers and sizes, so that loading
+    it can't fail half-way on them (Thinc sets each layer in turn)."""
+    for i, (node, info, shims) in enumerate(zip(nodes, msg["nodes"], msg["shims"], strict=True)):
+        name = node.name if len(node.name) <= 40 else "..." + node.name[-37:]
+        if len(shims) != len(node.shims):
+            raise ValueError(f"layer {i} ('{name}') does not match the configured model")
+        for dim, value in info["dims"].items():
+            if value is not None and node.has_dim(dim) and node.get_dim(dim) != value:
+                raise ValueError(
+                    f"layer {i} ('{name}') has {dim} = {value}, the configured model "
+                    f"{node.get_dim(dim)}: a model of another size"
+                )
 
-    A run may start inside an entity or end inside one where it borders a missing position
-    (the gap may hold the rest), but within a run the tags must form non-overlapping
-    entities: e.g. B-PER B-ORG L-ORG L-PER (two overlapping entities) is rejected.
+
+def _warn_unresolvable_optimizer(config_path: Path) -> None:
+    """Warn about a pipeline saved from a config whose optimizer refers to another section.
+
+    ``nlp.update``, ``resume_training`` and ``create_optimizer`` resolve the saved
+    ``[training.optimizer]`` on its own, where e.g. ``total_steps = ${training.max_steps}``
+    (as the shipped configs had it before) is not filled in and fails with a ConfigValidationError.
     """
-    scheme = get_scheme("BILUO")
-    problems = []
-    n = len(biluo)
-    pos = 0
-    while pos < n:
-        if biluo[pos] in _MISSING:
-            pos += 1
-            continue
-        end = pos
-        while end < n and biluo[end] not in _MISSING:
-            end += 1
-        run = [str(tag) for tag in biluo[pos:end]]
-        # Close entities that are cut by a gap with virtual tags, then validate strictly.
-        head = [f"B-{run[0][2:]}"] if pos > 0 and run[0][:2] in ("I-", "L-") else []
-        tail = [f"L-{run[-1][2:]}"] if end < n and run[-1][:2] in ("B-", "I-") else []
-        for offset, message in scheme.validate(head + run + tail):
-            position = min(max(pos + offset - len(head), pos), end - 1)
-            problems.append((position, message))
-        pos = end
-    return problems
+    try:
+        optimizer = Config().from_disk(config_path, interpolate=False)["training"]["optimizer"]
+    except Exception:
+        return
+    found = list(_references(optimizer, "training.optimizer"))
+    if found:
+        logger.warning(
+            "[crf_ner] The pipeline's config %s sets %s: nlp.update, nlp.resume_training and "
+            "nlp.create_optimizer can't resolve it on the loaded pipeline. Before training it "
+            "further, run nlp.config = nlp.config.interpolate(), or write a number there.",
+            config_path,
+            ", ".join(f"{key} = {value}" for key, value in found),
+        )
+
+
+def _references(section: Any, prefix: str) -> Iterable[tuple[str, str]]:
+    """The (key, value) pairs of a config section whose values refer to other sections."""
+    if isinstance(section, dict):
+        for key, value in section.items():
+            yield from _references(value, f"{prefix}.{key}")
+    elif isinstance(section, str) and "${" in section:
+        yield prefix, section

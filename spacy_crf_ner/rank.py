@@ -1,7 +1,9 @@
 """Uncertainty ranking: the documents a trained crf_ner is least sure about, as an annotation queue.
 
-``python -m spacy_crf_ner rank MODEL INPUT --output queue.jsonl`` runs the pipeline with entity
-probabilities switched on and writes one JSON object per document, most uncertain first.
+``rank_documents`` runs the pipeline with entity probabilities switched on and returns one
+record per document, most uncertain first; ``run_rank`` (the ``rank`` command) writes them as
+JSON lines, or as Prodigy or doccano tasks (``spacy_crf_ner.formats``) with the model's
+entities as pre-annotations, so the queue can be imported into the annotation tool directly.
 """
 
 from __future__ import annotations
@@ -9,16 +11,28 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
+from spacy.language import Language
+from spacy.tokens import Doc
 
-from .cli import app
+from .formats import to_doccano, to_prodigy
+from .loaders import (
+    check_limit,
+    check_output_file,
+    crf_components,
+    load_pipeline,
+    read_texts,
+    require_crf_component,
+    setup_gpu,
+    write_atomic,
+)
 
 RANK_BY = ("path", "entity")
+QUEUE_FORMATS = ("jsonl", "prodigy", "doccano")
 
 
-def uncertainty(doc: Any, by: str) -> float:
+def uncertainty(doc: Doc, by: str) -> float:
     """1 - P(decoded tag sequence) (``path``), or 1 - the least probable entity (``entity``)."""
     if by == "path":
         return 1.0 - float(doc._.crf_path_prob)
@@ -26,76 +40,98 @@ def uncertainty(doc: Any, by: str) -> float:
     return 1.0 - min(probs) if probs else 0.0
 
 
-def crf_components(nlp: Any) -> list[str]:
-    from .pipe import CRFEntityRecognizer
-
-    return [name for name, pipe in nlp.pipeline if isinstance(pipe, CRFEntityRecognizer)]
-
-
-def rank_documents(
-    nlp: Any, inputs: Iterable[Any], *, by: str = "path", batch_size: int = 64
-) -> list[dict[str, Any]]:
-    """Score each text or doc and return the records sorted by uncertainty, highest first."""
+def rank_with_docs(
+    nlp: Language, inputs: Iterable[str | Doc], *, by: str = "path", batch_size: int = 64
+) -> list[tuple[dict[str, Any], Doc]]:
+    """(record, predicted doc) of each text or doc, sorted by uncertainty, highest first."""
     if by not in RANK_BY:
-        raise ValueError(f"--by must be one of {RANK_BY}; got {by!r}")
-    names = crf_components(nlp)
-    if not names:
-        raise ValueError("The pipeline has no crf_ner component: nothing to rank by.")
-    pipes = [nlp.get_pipe(name) for name in names]
+        raise ValueError(f"--by must be one of {', '.join(RANK_BY)}; got {by!r}")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+    require_crf_component(nlp)
+    pipes = [nlp.get_pipe(name) for name in crf_components(nlp)]
     saved = [pipe.entity_probs for pipe in pipes]
     for pipe in pipes:
         pipe.entity_probs = True
-    records = []
+    ranked = []
     try:
         texts = [item if isinstance(item, str) else item.text for item in inputs]
         for index, doc in enumerate(nlp.pipe(texts, batch_size=batch_size)):
-            records.append(
-                {
-                    "index": index,
-                    "text": doc.text,
-                    "uncertainty": round(uncertainty(doc, by), 6),
-                    "path_prob": round(float(doc._.crf_path_prob), 6),
-                    "entities": [
-                        {
-                            "start": ent.start_char,
-                            "end": ent.end_char,
-                            "label": ent.label_,
-                            "text": ent.text,
-                            "prob": round(float(ent._.crf_prob), 6),
-                        }
-                        for ent in doc.ents
-                    ],
-                }
-            )
+            record = {
+                "index": index,
+                "text": doc.text,
+                "uncertainty": round(uncertainty(doc, by), 6),
+                "path_prob": round(float(doc._.crf_path_prob), 6),
+                "entities": [
+                    {
+                        "start": ent.start_char,
+                        "end": ent.end_char,
+                        "label": ent.label_,
+                        "text": ent.text,
+                        "prob": round(float(ent._.crf_prob), 6),
+                    }
+                    for ent in doc.ents
+                ],
+            }
+            ranked.append((record, doc))
     finally:
         for pipe, value in zip(pipes, saved, strict=True):
             pipe.entity_probs = value
-    records.sort(key=lambda r: (-r["uncertainty"], r["index"]))
-    return records
+    ranked.sort(key=lambda pair: (-pair[0]["uncertainty"], pair[0]["index"]))
+    return ranked
 
 
-@app.command("rank")
-def rank_cli(
-    model: Annotated[str, typer.Argument(help="A trained pipeline with a crf_ner component.")],
-    data: Annotated[Path, typer.Argument(help=".spacy, .txt (one text per line) or .jsonl")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL file to write.")],
-    by: Annotated[str, typer.Option(help="path: 1 - P(best path); entity: 1 - min P(entity)")] = (
-        "path"
-    ),
-    limit: Annotated[int | None, typer.Option(help="Only the first N inputs.")] = None,
-) -> None:
-    """Write the inputs sorted by the model's uncertainty (most uncertain first) as JSONL."""
-    from wasabi import msg
+def rank_documents(
+    nlp: Language, inputs: Iterable[str | Doc], *, by: str = "path", batch_size: int = 64
+) -> list[dict[str, Any]]:
+    """Score each text or doc and return the records sorted by uncertainty, highest first."""
+    return [record for record, _ in rank_with_docs(nlp, inputs, by=by, batch_size=batch_size)]
 
-    from .evaluate import load_pipeline, read_render_input
 
+def queue_lines(ranked: list[tuple[dict[str, Any], Doc]], fmt: str = "jsonl") -> list[str]:
+    """The JSON lines of the queue: our records, or Prodigy or doccano tasks."""
+    if fmt not in QUEUE_FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(QUEUE_FORMATS)}; got {fmt!r}")
+    convert = {
+        "jsonl": lambda record, doc: record,
+        "prodigy": to_prodigy,
+        "doccano": to_doccano,
+    }[fmt]
+    return [json.dumps(convert(record, doc), ensure_ascii=False) for record, doc in ranked]
+
+
+def run_rank(
+    model: str | Path,
+    data: str | Path,
+    output: str | Path,
+    *,
+    by: str = "path",
+    fmt: str = "jsonl",
+    limit: int | None = None,
+    gpu_id: int = -1,
+    batch_size: int = 64,
+    overwrite: bool = False,
+) -> int:
+    """What the ``rank`` command does; returns the number of documents written.
+
+    Settings and the output path are checked before the pipeline is loaded; the queue is
+    written atomically, so a failed run leaves no partial file.
+    """
+    if by not in RANK_BY:
+        raise ValueError(f"--by must be one of {', '.join(RANK_BY)}; got {by!r}")
+    if fmt not in QUEUE_FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(QUEUE_FORMATS)}; got {fmt!r}")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+    check_limit(limit)
+    data = Path(data)
+    if not data.exists():
+        raise FileNotFoundError(f"Input file not found: {data}")
+    output = check_output_file(output, overwrite=overwrite, option="--output")
+    setup_gpu(gpu_id)
     nlp = load_pipeline(model)
-    try:
-        records = rank_documents(nlp, read_render_input(data, nlp.vocab, limit), by=by)
-    except (FileNotFoundError, ValueError) as err:
-        msg.fail(str(err), exits=1)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with output.open("w", encoding="utf8") as stream:
-        for record in records:
-            stream.write(json.dumps(record, ensure_ascii=False) + "\n")
-    msg.good(f"Wrote {len(records)} documents to {output}, most uncertain first (by {by})")
+    require_crf_component(nlp)
+    ranked = rank_with_docs(nlp, read_texts(data, nlp.vocab, limit), by=by, batch_size=batch_size)
+    lines = queue_lines(ranked, fmt)
+    write_atomic(output, "".join(line + "\n" for line in lines))
+    return len(lines)

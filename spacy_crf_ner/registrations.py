@@ -1,4 +1,4 @@
-"""Entry-point module: the ``crf_ner`` factory and the entity scorer.
+"""Entry-point module: the ``crf_ner`` factory.
 
 spaCy imports this module whenever it enumerates factories (``spacy_factories`` entry
 point), so it is kept light: the component class, and with it the CRF code, is imported
@@ -6,18 +6,20 @@ only when a component is actually created. It imports no torch itself (Thinc imp
 on its own when it is installed, so ``import spacy`` already pays for that).
 """
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from spacy.language import Language
-from spacy.scorer import get_ner_prf
-from spacy.training import Example
-from spacy.util import registry
 from thinc.api import Config, Model
 
-# Registers the architectures, layers and callbacks even when the package's entry points are
-# not installed (both modules are light: no torch, no transformers at import).
+# Registers the architectures, layers, callbacks and the scorer even when the package's entry
+# points are not installed (all light: no torch, no transformers at import).
 from . import architectures, transformer  # noqa: F401
+
+# The spacy_scorers entry point names ``registrations:make_entity_scorer``: re-exported here.
+from .scorer import make_entity_scorer
+
+__all__ = ["DEFAULT_CRF_NER_MODEL", "make_crf_ner", "make_entity_scorer"]
 
 DEFAULT_CRF_NER_MODEL = """
 [model]
@@ -92,12 +94,14 @@ def make_crf_ner(
     candidate_threshold: if set, also store in ``doc.spans[spans_key + "_candidates"]`` every
         span of up to ``max_candidate_length`` tokens whose probability is at least this,
         including spans not on the best path (overlaps allowed), with their scores.
-    max_candidate_length: the longest candidate span, in tokens.
+    max_candidate_length: the longest candidate span, in tokens (at least 1).
     temperature: divide every CRF score by this before computing probabilities (entity,
         candidate, path and n-best probabilities); > 1 softens over-confident ones. The
         predicted entities do not change. ``python -m spacy_crf_ner calibrate`` fits it on
         a dev set.
     scorer: the scoring method, ``spacy_crf_ner.entity_scorer.v1`` by default.
+
+    Every setting is checked when the component is made (a ValueError names it).
     """
     from .pipe import CRFEntityRecognizer
 
@@ -115,15 +119,3 @@ def make_crf_ner(
         temperature=temperature,
         scorer=scorer,
     )
-
-
-def entity_score(examples: Iterable[Example], **kwargs: Any) -> dict[str, Any]:
-    """Entity P/R/F as spaCy's ``ner`` reports it (``ents_p``, ``ents_r``, ``ents_f``,
-    ``ents_per_type``), so configs and ``spacy evaluate`` treat both the same way."""
-    return get_ner_prf(examples, **kwargs)
-
-
-@registry.scorers("spacy_crf_ner.entity_scorer.v1")
-def make_entity_scorer() -> Callable[..., dict[str, Any]]:
-    """The default scorer of ``crf_ner``."""
-    return entity_score

@@ -22,6 +22,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -48,7 +49,9 @@ _ROLES: dict[str, dict[str, str]] = {
 }
 
 _OUTSIDE = "O"
-_MISSING = "-"
+MISSING_TAG = "-"
+"""spaCy's tag for a token without annotation (``Example.get_aligned_ner``); misaligned
+tokens get None. Both are "missing" (``is_missing``): the CRF leaves them unconstrained."""
 
 # A parsed tag: (role, label); the outside tag is ("O", "").
 _Parsed = tuple[str, str]
@@ -80,7 +83,7 @@ def _check_label(label: object) -> str:
     """Reject labels that would make tags ambiguous or unparsable."""
     if not isinstance(label, str) or not label:
         raise ValueError(f"Invalid entity label {label!r}: labels must be non-empty strings")
-    if label in (_OUTSIDE, _MISSING):
+    if label in (_OUTSIDE, MISSING_TAG):
         raise ValueError(f"Invalid entity label {label!r}: 'O' and '-' are reserved tags")
     if any(ch.isspace() for ch in label):
         raise ValueError(f"Invalid entity label {label!r}: labels must not contain whitespace")
@@ -402,6 +405,77 @@ def detect_scheme(tag_sequences: Iterable[Sequence[str]]) -> TagScheme:
     return TagScheme("IOB1" if b_opens < i_opens else "BIO")
 
 
+def is_missing(tag: str | None) -> bool:
+    """Whether an aligned BILUO tag is missing: "-" (not annotated) or None (misaligned)."""
+    return tag is None or tag == MISSING_TAG
+
+
+class AnnotatedRun(NamedTuple):
+    """A maximal run ``biluo[start:end]`` of annotated (not missing) BILUO tags.
+
+    ``open_start``: the run begins inside an entity whose beginning may lie in the gap
+    before it (it starts with I-/L- after a missing position); ``open_end``: the run ends
+    inside an entity that may continue into the gap after it (B-/I- before one).
+    """
+
+    start: int
+    end: int
+    tags: list[str]
+    open_start: bool
+    open_end: bool
+
+
+def annotated_runs(biluo: Sequence[str | None]) -> Iterator[AnnotatedRun]:
+    """The maximal runs of annotated tags of aligned BILUO tags, in order.
+
+    The one walker over partial annotation: ``biluo_to_scheme`` converts each run and
+    ``biluo_problems`` validates each run, both closing an entity cut by a gap on the gap's
+    side, because the gap may hold the rest of it.
+    """
+    n = len(biluo)
+    pos = 0
+    while pos < n:
+        if is_missing(biluo[pos]):
+            pos += 1
+            continue
+        end = pos
+        while end < n and not is_missing(biluo[end]):
+            end += 1
+        run = [str(tag) for tag in biluo[pos:end]]
+        open_start = pos > 0 and run[0][:2] in ("I-", "L-")
+        open_end = end < n and run[-1][:2] in ("B-", "I-")
+        yield AnnotatedRun(pos, end, run, open_start, open_end)
+        pos = end
+
+
+def biluo_problems(biluo: Sequence[str | None]) -> list[tuple[int, str]]:
+    """Problems inside each run of annotated BILUO tags, as (position, message).
+
+    A run may start inside an entity or end inside one where it borders a missing position
+    (the gap may hold the rest), but within a run the tags must form non-overlapping
+    entities: e.g. B-PER B-ORG L-ORG L-PER (two overlapping entities) is rejected.
+    """
+    scheme = TagScheme("BILUO")
+    problems = []
+    for run in annotated_runs(biluo):
+        # Close entities that are cut by a gap with virtual tags, then validate strictly.
+        head = [f"B-{run.tags[0][2:]}"] if run.open_start else []
+        tail = [f"L-{run.tags[-1][2:]}"] if run.open_end else []
+        for offset, message in scheme.validate(head + run.tags + tail):
+            position = min(max(run.start + offset - len(head), run.start), run.end - 1)
+            problems.append((position, message))
+    return problems
+
+
+def entity_crosses(biluo: Sequence[str | None], boundary: int) -> bool:
+    """Whether a gold entity of aligned BILUO tags continues across the token boundary
+    before position ``boundary`` (0 < boundary < len(biluo))."""
+    before, after = biluo[boundary - 1], biluo[boundary]
+    return (not is_missing(after) and str(after)[:2] in ("I-", "L-")) or (
+        not is_missing(before) and str(before)[:2] in ("B-", "I-")
+    )
+
+
 def biluo_to_scheme(biluo: Sequence[str | None], scheme: str | TagScheme) -> list[str | None]:
     """Convert spaCy's aligned BILUO tags (``Example.get_aligned_ner()``) to ``scheme``.
 
@@ -413,28 +487,15 @@ def biluo_to_scheme(biluo: Sequence[str | None], scheme: str | TagScheme) -> lis
     """
     target = get_scheme(scheme)
     source = TagScheme("BILUO")
-    n = len(biluo)
-    out: list[str | None] = [None] * n
-    pos = 0
-    while pos < n:
-        if biluo[pos] is None or biluo[pos] == _MISSING:
-            pos += 1
-            continue
-        end = pos
-        while end < n and biluo[end] is not None and biluo[end] != _MISSING:
-            end += 1
-        run = list(biluo[pos:end])
+    out: list[str | None] = [None] * len(biluo)
+    for run in annotated_runs(biluo):
+        length = run.end - run.start
         # Pad one virtual token on each side, so that an entity cut by a gap can be
         # extended into it and encoded as the middle of a longer entity.
-        spans = [(s + 1, e + 1, label) for s, e, label in source.tags_to_spans(run, strict=False)]
-        if spans and pos > 0:
-            first = source._parse(run[0])
-            if first is not None and first[0] in ("I", "L") and spans[0][0] == 1:
-                spans[0] = (0, spans[0][1], spans[0][2])
-        if spans and end < n:
-            last = source._parse(run[-1])
-            if last is not None and last[0] in ("B", "I") and spans[-1][1] == len(run) + 1:
-                spans[-1] = (spans[-1][0], len(run) + 2, spans[-1][2])
-        out[pos:end] = target.spans_to_tags(spans, len(run) + 2)[1:-1]
-        pos = end
+        spans = [(s + 1, e + 1, lab) for s, e, lab in source.tags_to_spans(run.tags, strict=False)]
+        if spans and run.open_start and spans[0][0] == 1:
+            spans[0] = (0, spans[0][1], spans[0][2])
+        if spans and run.open_end and spans[-1][1] == length + 1:
+            spans[-1] = (spans[-1][0], length + 2, spans[-1][2])
+        out[run.start : run.end] = target.spans_to_tags(spans, length + 2)[1:-1]
     return out

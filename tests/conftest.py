@@ -1,15 +1,188 @@
-"""Test-session settings shared by every test module."""
+"""Test-session settings, shared data and shared fixtures of every test module.
 
+Everything a test module needs from another one lives here, as fixtures: test modules never
+import each other (or any helper module), so the suite runs from any folder, with
+``--import-mode=importlib``, in random order (pytest-randomly) and test by test.
+
+* ``en_train_data`` / ``zh_train_data``: the small English and Chinese training sets.
+* ``small_model``: a small BiLSTM ``CRFTagger.v1`` config, for tests that train their own.
+* ``overfit``: a small crf_ner overfitted on ``en_train_data`` (session-wide, read-only:
+  a test that switches a setting on restores it in a ``finally``).
+* ``tiny_bert``: a tiny random BERT written to a temporary folder, for offline transformer
+  tests.
+
+Hypothesis profiles: ``ci`` (derandomised, no example database: the same examples on
+every run) is used when ``CI`` is set, as CI services and ``.ci/run`` do; ``dev`` (random
+examples, failing ones kept in the repository's git-ignored ``.hypothesis/`` wherever pytest
+is run from) otherwise. ``HYPOTHESIS_PROFILE=ci`` (or ``dev``) chooses one explicitly.
+"""
+
+from __future__ import annotations
+
+import copy
 import os
+from pathlib import Path
 
 # Small models run fastest on one thread, and two torch/OpenMP jobs with two threads each on
-# a 2-core machine can be 30x slower (oversubscription). Subprocesses (spacy train, the CLI)
-# inherit this; in-process torch is set below.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+# a 2-core machine can be 30x slower (oversubscription). Set, not defaulted: subprocesses
+# (spacy train, the CLI) inherit it, and must not inherit a user's OMP_NUM_THREADS=16.
+os.environ["OMP_NUM_THREADS"] = "1"
 # Tests never download anything: transformers and the hub must stay offline.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
+ROOT = Path(__file__).resolve().parent.parent
+# Hypothesis keeps its files in the repository's (git-ignored) .hypothesis/, not in the folder
+# pytest is run from.
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(ROOT / ".hypothesis"))
+
+import pytest  # noqa: E402
 import torch  # noqa: E402
+from hypothesis import settings  # noqa: E402
+from hypothesis.database import DirectoryBasedExampleDatabase  # noqa: E402
 
+# In-process torch: the same reason as OMP_NUM_THREADS. Set once for the whole session; no
+# test changes it (so there is nothing to restore).
 torch.set_num_threads(1)
+
+settings.register_profile("ci", derandomize=True, database=None, deadline=None, print_blob=True)
+settings.register_profile(
+    "dev", database=DirectoryBasedExampleDatabase(str(ROOT / ".hypothesis" / "examples"))
+)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Shared training data and model configs
+
+EN_TRAIN = [
+    ("Who is Shaka Khan?", [(7, 17, "PERSON")]),
+    ("I like London and Berlin.", [(7, 13, "LOC"), (18, 24, "LOC")]),
+    ("Apple bought a small startup in Paris.", [(0, 5, "ORG"), (32, 37, "LOC")]),
+    ("Angela Merkel visited New York City last May.", [(0, 13, "PERSON"), (22, 35, "LOC")]),
+    ("The weather was nice.", []),
+]
+
+# Character offsets; with the "char" segmenter every character is a token. The last
+# sentence has characters that the tiny BERT's vocabulary lacks ("猫", "咪"): [UNK].
+ZH_TRAIN = [
+    ("我在北京工作", [(2, 4, "LOC")]),
+    ("张三去上海了", [(0, 2, "PER"), (3, 5, "LOC")]),
+    ("李四是中国人", [(0, 2, "PER"), (3, 5, "LOC")]),
+    ("天气很好猫咪", []),
+]
+
+# A small model, so that the tests that train their own run fast.
+SMALL_MODEL = {
+    "@architectures": "spacy_crf_ner.CRFTagger.v1",
+    "tok2vec": {
+        "@architectures": "spacy_crf_ner.BiLSTMEncoder.v1",
+        "width": 32,
+        "embed_size": 500,
+        "char_features": 8,
+        "lstm_width": 32,
+    },
+}
+
+
+@pytest.fixture(scope="session")
+def en_train_data() -> list[tuple[str, list[tuple[int, int, str]]]]:
+    """Five English sentences with character-offset entities (PERSON, LOC, ORG), one
+    without entities. Shared by the session: read it, don't change it."""
+    return copy.deepcopy(EN_TRAIN)
+
+
+@pytest.fixture(scope="session")
+def zh_train_data() -> list[tuple[str, list[tuple[int, int, str]]]]:
+    """Four Chinese sentences with character-offset entities (PER, LOC), one without.
+    Shared by the session: read it, don't change it."""
+    return copy.deepcopy(ZH_TRAIN)
+
+
+@pytest.fixture
+def small_model() -> dict:
+    """The config of a small BiLSTM CRF tagger (a fresh copy: tests may change it)."""
+    return copy.deepcopy(SMALL_MODEL)
+
+
+@pytest.fixture(scope="session")
+def overfit():
+    """A small crf_ner overfitted on the English training data (80 updates): it predicts
+    the gold entities of all five sentences. Shared by the whole session: tests that change
+    a setting of the component restore it."""
+    from spacy.lang.en import English
+    from spacy.training import Example
+    from spacy.util import fix_random_seed
+
+    fix_random_seed(0)
+    nlp = English()
+    nlp.add_pipe("crf_ner", config={"model": copy.deepcopy(SMALL_MODEL)})
+    examples = [Example.from_dict(nlp.make_doc(t), {"entities": e}) for t, e in EN_TRAIN]
+    optimizer = nlp.initialize(get_examples=lambda: examples)
+    for _ in range(80):
+        nlp.update(examples, sgd=optimizer)
+    return nlp, examples
+
+
+# --------------------------------------------------------------------------------------------
+# A tiny random BERT, so that transformer tests run offline
+
+# The vocabulary holds the word pieces of the test sentences (whole words and a few ``##``
+# pieces, so that some words split), and a few CJK characters; characters that are missing
+# (other CJK characters, emoji) become ``[UNK]``. The weights are random: the tests train the
+# pipeline, they do not rely on pretrained knowledge.
+BERT_SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+# Lowercased whole words of the English test sentences; the tokenizer lowercases.
+BERT_WORDS = """
+who is shaka khan ? i like london and berlin . apple bought a small startup in paris
+angela merkel visited new york city last may the weather was nice , she works for google
+mr smith went to tokyo on monday with maria from ibm
+""".split()
+# Word pieces, so that some words become several pieces ("berlin" is also whole).
+BERT_PIECES = ["ber", "##lin", "lon", "##don", "sha", "##ka", "mer", "##kel", "##s", "##ing"]
+# A few CJK characters of the Chinese test sentences; the others map to [UNK].
+BERT_CJK = list("我在北京工作他去上海了张三李四是中国人天气很好")
+BERT_VOCAB = list(
+    dict.fromkeys(
+        [
+            *BERT_SPECIAL_TOKENS,
+            *BERT_WORDS,
+            *BERT_PIECES,
+            *BERT_CJK,
+            *"abcdefghijklmnopqrstuvwxyz",
+            *(f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"),
+        ]
+    )
+)
+
+
+def write_tiny_bert(path: Path, *, num_hidden_layers: int = 2, seed: int = 0) -> Path:
+    """Write a random BERT (hidden size 32, 2 heads) and its fast tokenizer to ``path``."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    vocab_file = path / "vocab.txt"
+    vocab_file.write_text("\n".join(BERT_VOCAB) + "\n", encoding="utf8")
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(BERT_VOCAB),
+        hidden_size=32,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
+    BertModel(config).save_pretrained(str(path))
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+    tokenizer.model_max_length = 512
+    tokenizer.save_pretrained(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random 2-layer BERT in a temporary folder (skips without transformers)."""
+    pytest.importorskip("transformers")
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert") / "model")

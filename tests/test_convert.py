@@ -494,5 +494,131 @@ def test_cli_strict_fails_with_file_and_line(tmp_path: Path) -> None:
     path = write(tmp_path, "bad.bio", "a O\nb I-PER\n")
     proc = run_cli(path, "-o", "out", "--strict", "--scheme", "IOB2", cwd=tmp_path)
     assert proc.returncode == 1
-    assert f"{path}:2: 'I-PER' after 'O'" in " ".join(proc.stdout.split())
+    assert f"{path}:2: 'I-PER' after 'O'" in " ".join(proc.stderr.split())
+    assert "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------- annotation is never lost or invented
+def test_missing_tags_leave_the_annotation_unset(tmp_path: Path) -> None:
+    # Old defect: "-" became O, with only a "repaired" warning.
+    text = "Anna B-PER\nLopez I-PER\nsaw -\nthe -\nsea O\n\nBob B-PER\n"
+    result = read_column_file(write(tmp_path, "partial.bio", text), n_sents=0, strict=True)
+    doc = result.docs[0]
+    assert [t.ent_iob_ for t in doc] == ["B", "I", "", "", "O", "B"]
+    assert ents(doc) == [(0, 2, "PER"), (5, 6, "PER")]
+    assert result.repairs == [] and result.stats.missing_tokens == 2
+    assert doc.has_annotation("ENT_IOB")
+    # The DocBin keeps the missing annotation.
+    (converted,) = convert_files([tmp_path / "partial.bio"], tmp_path / "out", n_sents=0)
+    assert converted.output is not None
+    (back,) = DocBin().from_disk(converted.output).get_docs(blank_vocab("en"))
+    assert [t.ent_iob_ for t in back] == ["B", "I", "", "", "O", "B"]
+
+
+@pytest.mark.parametrize(
+    ("scheme", "text", "line", "words"),
+    [
+        ("BIO", "a B-PER\nb -\nc I-PER\n", 3, "'I-PER' follows a '-' (missing) token"),
+        ("BIOES", "a B-PER\nb -\n", 1, "'B-PER' is followed by a '-' (missing) token"),
+        ("BILUO", "a -\nb L-PER\n", 2, "'L-PER' follows a '-'"),
+        ("BMES", "a -\nb M-ORG\nc E-ORG\n", 2, "'M-ORG' follows a '-'"),
+    ],
+)
+def test_entities_running_into_missing_tokens_are_refused(
+    tmp_path: Path, scheme: str, text: str, line: int, words: str
+) -> None:
+    path = write(tmp_path, "gap.txt", text)
+    for strict in (False, True):
+        with pytest.raises(ConversionError) as info:
+            read_column_file(path, scheme=scheme, strict=strict)
+        assert f"{path}:{line}: {words}" in str(info.value)
+
+
+def test_an_entity_before_a_missing_token_in_bio_ends_there(tmp_path: Path) -> None:
+    # In BIO (and IOB1) an entity ends at the last I- tag; in BIOES it must be closed.
+    path = write(tmp_path, "gap.bio", "a B-PER\nb -\nc B-LOC\n")
+    result = read_column_file(path, scheme="BIO", strict=True)
+    assert ents(result.docs[0]) == [(0, 1, "PER"), (2, 3, "LOC")]
+
+
+def test_lowercase_tags_are_read_with_upper_case_prefixes(tmp_path: Path) -> None:
+    # Old defect: a file of lowercase tags converted to 0 entities.
+    text = "anna b-per\nlopez e-per\nin o\nparis s-loc\n\n"
+    result = read_column_file(write(tmp_path, "lower.bioes", text), strict=True)
+    assert result.scheme == "BIOES"
+    assert ents(result.docs[0]) == [(0, 2, "per"), (3, 4, "loc")]  # labels as written
+    assert result.stats.normalised_tags == 4 and result.stats.to_dict()["normalised_tags"] == 4
+
+
+RESERVED = [
+    ("B-O", "reserved entity type 'O'"),
+    ("I-O", "reserved"),
+    ("b-o", "'B-o'"),
+    ("B-", "no entity type"),
+    ("I--", "reserved"),
+]
+
+
+@pytest.mark.parametrize(("tag", "words"), RESERVED)
+def test_empty_or_reserved_types_are_refused_with_file_and_line(
+    tmp_path: Path, tag: str, words: str
+) -> None:
+    # Old defect: B-O created a label "O"; training later failed without naming the file.
+    path = write(tmp_path, "o.bio", f"a O\nb {tag}\n")
+    with pytest.raises(ConversionError) as info:
+        read_column_file(path)  # not only with --strict
+    assert f"{path}:2: " in str(info.value) and words in str(info.value)
+
+
+def test_existing_outputs_are_refused_unless_overwrite(tmp_path: Path) -> None:
+    path = write(tmp_path, "a.bio", "a B-X\n")
+    (result,) = convert_files([path], tmp_path / "out")
+    saved = (tmp_path / "out" / "a.bio.spacy").read_bytes()
+    write(tmp_path, "a.bio", "a O\n")
+    with pytest.raises(ConversionError, match="exists .*--overwrite"):
+        convert_files([path], tmp_path / "out")
+    assert (tmp_path / "out" / "a.bio.spacy").read_bytes() == saved
+    stats = write(tmp_path, "stats.json", "{}")
+    with pytest.raises(ConversionError, match="--stats-json .*stats.json exists"):
+        convert_files([path], tmp_path / "out2", stats_json=stats)
+    assert not (tmp_path / "out2").exists()
+    (again,) = convert_files([path], tmp_path / "out", overwrite=True, stats_json=stats)
+    assert again.stats.n_entities == 0
+    assert json.loads(stats.read_text())["files"][0]["entities_total"] == 0
+
+
+def test_every_output_is_checked_before_anything_is_written(tmp_path: Path) -> None:
+    first = write(tmp_path, "first.bio", "a O\n")
+    second = write(tmp_path, "second.bio", "b O\n")
+    out = tmp_path / "out"
+    (out / "second.bio.spacy").mkdir(parents=True)  # blocks the second output
+    with pytest.raises(ConversionError, match="second.bio.spacy is a directory"):
+        convert_files([first, second], out)
+    assert sorted(p.name for p in out.iterdir()) == ["second.bio.spacy"]
+    with pytest.raises(ConversionError, match="--stats-json .* is a directory"):
+        convert_files([first], tmp_path / "o2", stats_json=tmp_path)
+    with pytest.raises(ConversionError, match="--output-dir .* is a file"):
+        convert_files([first], second)
+    assert not (tmp_path / "o2").exists() and second.read_text() == "b O\n"
+
+
+def test_a_failed_write_leaves_no_partial_file(tmp_path: Path, monkeypatch) -> None:
+    # Old: each output was written and renamed in turn, so a failure (disk full) at the
+    # second left the first written. Now every output goes to a temporary file first, and
+    # only then are they all renamed; a failure removes the temporary files.
+    inputs = [write(tmp_path, f"{n}.bio", "a O\n") for n in ("x", "y")]
+    real = Path.write_bytes
+    calls = []
+
+    def second_write_fails(self: Path, data: bytes) -> int:
+        calls.append(self)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", second_write_fails)
+    out = tmp_path / "out"
+    with pytest.raises(OSError, match="disk full"):
+        convert_files(inputs, out)
+    assert len(calls) == 2 and list(out.iterdir()) == []  # no output, no temporary file

@@ -302,6 +302,7 @@ def test_length_zero_and_empty_batch():
     assert model.decode(empty, torch.zeros(0, 4, dtype=torch.bool))[0].shape == (0, 4)
 
 
+@pytest.mark.slow
 def test_long_sequences_with_huge_emissions_are_stable():
     names = get_scheme("BILUO").tag_names(["A", "B"])
     model = LinearChainCRF(len(names), get_scheme("BILUO").allowed_transitions(names))

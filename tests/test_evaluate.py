@@ -1,5 +1,7 @@
 """Tests for spacy_crf_ner.evaluate: scores, confusion matrix, outputs, CLI and rendering.
 
+(The other commands and every CLI error path are in test_cli.py.)
+
 A deterministic ``entity_ruler`` pipeline stands in for a trained crf_ner (anything that
 assigns doc.ents can be evaluated). Against the gold set below it gets entities right,
 with the wrong label, with the wrong boundaries, misses some and invents one, so every
@@ -19,7 +21,6 @@ cell of the expected scores was counted by hand:
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -50,13 +51,11 @@ from spacy_crf_ner.evaluate import (
     entity_confusion,
     evaluate_pipeline,
     format_table,
-    load_docbin,
-    load_pipeline,
-    read_render_input,
     render_entities,
     run_evaluation,
     seqeval_scores,
 )
+from spacy_crf_ner.loaders import load_docbin, load_pipeline, read_texts
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -389,10 +388,6 @@ def test_cli_rejects_pipeline_without_ner(corpus: dict[str, Path], tmp_path: Pat
     assert "doc.ents" in result.output
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("spacy_crf_ner.convert") is None,
-    reason="python -m spacy_crf_ner needs spacy_crf_ner.convert, which is not written yet",
-)
 def test_cli_evaluate_subprocess(corpus: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "sub"
     cmd = [sys.executable, "-m", "spacy_crf_ner", "evaluate", str(corpus["model"])]
@@ -455,7 +450,7 @@ def test_render_jsonl_with_limit(corpus: dict[str, Path], tmp_path: Path) -> Non
 
 def test_render_spacy_input_repredicts(corpus: dict[str, Path]) -> None:
     nlp = make_nlp()
-    docs = read_render_input(corpus["data"], nlp.vocab)
+    docs = read_texts(corpus["data"], nlp.vocab)
     assert len(docs) == len(GOLD)
     html = render_entities(nlp, docs)
     # Carol is a gold entity the ruler misses: only predictions are rendered.
@@ -481,15 +476,15 @@ def test_render_shows_probability_in_label(crf_prob: None) -> None:
 def test_render_input_errors(corpus: dict[str, Path], tmp_path: Path) -> None:
     vocab = make_nlp().vocab
     with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "no.txt"))):
-        read_render_input(tmp_path / "no.txt", vocab)
+        read_texts(tmp_path / "no.txt", vocab)
     odd = tmp_path / "texts.csv"
     odd.write_text("a,b\n", encoding="utf8")
     with pytest.raises(ValueError, match="Unsupported input"):
-        read_render_input(odd, vocab)
+        read_texts(odd, vocab)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "fine"}\n{"body": "no text"}\n', encoding="utf8")
     with pytest.raises(ValueError, match="line 2"):
-        read_render_input(bad, vocab)
+        read_texts(bad, vocab)
     result = CliRunner().invoke(
         app, ["render", str(corpus["model"]), str(tmp_path / "no.txt"), "-o", "x.html"]
     )

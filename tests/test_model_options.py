@@ -1,0 +1,131 @@
+"""Options of the model: FixedDropout, stacked LSTMs, LSTM dropout, static vectors."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy
+import pytest
+import spacy
+from spacy.lang.en import English
+from spacy.training import Example
+from spacy.util import fix_random_seed
+from thinc.api import set_dropout_rate
+
+
+def make(small_model: dict, data: list, **tok2vec: object):
+    """A blank English pipeline with a crf_ner of the small model, ``tok2vec`` settings
+    changed, and its examples."""
+    model = copy.deepcopy(small_model)
+    model["tok2vec"].update(tok2vec)
+    nlp = English()
+    nlp.add_pipe("crf_ner", config={"model": model})
+    examples = [Example.from_dict(nlp.make_doc(t), {"entities": e}) for t, e in data]
+    return nlp, examples
+
+
+def entities(doc) -> list[tuple[int, int, str]]:
+    return [(ent.start, ent.end, ent.label_) for ent in doc.ents]
+
+
+def torch_lstm(nlp):
+    (encode,) = [n for n in nlp.get_pipe("crf_ner").model.walk() if n.name == "packed_bilstm"]
+    return encode.layers[0].shims[0]._model.lstm
+
+
+def fit_and_round_trip(nlp, examples, tmp_path, n_iter: int = 40):
+    """Train until the sentences' gold entities come out; save, load, same entities."""
+    optimizer = nlp.initialize(get_examples=lambda: examples)
+    for _ in range(n_iter):
+        nlp.update(examples, sgd=optimizer)
+    texts = [eg.reference.text for eg in examples]
+    gold = [entities(eg.reference) for eg in examples]
+    assert [entities(doc) for doc in nlp.pipe(texts)] == gold
+    nlp.to_disk(tmp_path)
+    loaded = spacy.load(tmp_path)
+    assert [entities(doc) for doc in loaded.pipe(texts)] == gold
+    return loaded
+
+
+def test_fixed_dropout_keeps_its_rate(small_model, en_train_data):
+    """[training] dropout (nlp.update(drop=...)) sets Thinc's dropout layers, not the
+    CRFTagger's dropout, which drops at its own configured rate."""
+    small_model["dropout"] = 0.3
+    nlp, examples = make(small_model, en_train_data)
+    nlp.initialize(get_examples=lambda: examples)
+    model = nlp.get_pipe("crf_ner").model
+    (fixed,) = [node for node in model.walk() if node.name == "fixed_dropout"]
+    thinc_dropouts = [node for node in model.walk() if node.name == "dropout"]
+    assert thinc_dropouts  # the hash embeddings have some: they follow [training] dropout
+    nlp.update(examples, drop=0.1)
+    set_dropout_rate(model, 0.1)
+    assert all(node.attrs["dropout_rate"] == 0.1 for node in thinc_dropouts)
+    assert fixed.attrs["rate"] == 0.3
+    X = numpy.ones((2000, 50), dtype="float32")
+    Y, backprop = fixed(X, is_train=True)
+    dropped = float((Y == 0).mean())
+    assert 0.28 < dropped < 0.32
+    numpy.testing.assert_allclose(Y[Y != 0], 1 / 0.7, rtol=1e-6)  # inverted dropout
+    numpy.testing.assert_array_equal(backprop(numpy.ones_like(X)), Y)
+    numpy.testing.assert_array_equal(fixed(X, is_train=False)[0], X)
+
+
+def test_no_fixed_dropout_layer_at_rate_zero(small_model, en_train_data):
+    nlp, _ = make(small_model, en_train_data)
+    assert not [n for n in nlp.get_pipe("crf_ner").model.walk() if n.name == "fixed_dropout"]
+
+
+def test_stacked_lstm_with_dropout(small_model, en_train_data, tmp_path):
+    fix_random_seed(0)
+    nlp, examples = make(small_model, en_train_data, lstm_depth=2, lstm_dropout=0.25)
+    lstm = torch_lstm(nlp)
+    assert (lstm.num_layers, lstm.dropout, lstm.bidirectional) == (2, 0.25, True)
+    loaded = fit_and_round_trip(nlp, examples, tmp_path)
+    assert torch_lstm(loaded).num_layers == 2
+    # The dropout between the layers is on in training only.
+    model = nlp.get_pipe("crf_ner").model.get_ref("tok2vec")
+    docs = [nlp.make_doc(eg.reference.text) for eg in examples]
+    first, _ = model(docs, is_train=True)
+    second, _ = model(docs, is_train=True)
+    assert not numpy.allclose(first[0], second[0])
+    numpy.testing.assert_array_equal(model.predict(docs)[0], model.predict(docs)[0])
+
+
+def test_lstm_dropout_needs_depth(small_model, en_train_data):
+    """With one layer there is nothing between layers to drop (torch warns otherwise)."""
+    nlp, _ = make(small_model, en_train_data, lstm_depth=1, lstm_dropout=0.25)
+    assert (torch_lstm(nlp).num_layers, torch_lstm(nlp).dropout) == (1, 0.0)
+
+
+def test_a_saved_model_does_not_load_into_another_depth(small_model, en_train_data, tmp_path):
+    nlp, examples = make(small_model, en_train_data, lstm_depth=2)
+    nlp.initialize(get_examples=lambda: examples)
+    nlp.to_disk(tmp_path)
+    shallow = {"components": {"crf_ner": {"model": {"tok2vec": {"lstm_depth": 1}}}}}
+    with pytest.raises(ValueError, match="Could not load component 'crf_ner'"):
+        spacy.load(tmp_path, config=shallow)
+
+
+def test_static_vectors(small_model, en_train_data, tmp_path):
+    """include_static_vectors with a small vectors table built here: the emissions depend on
+    the vectors, and the pipeline saves them."""
+    fix_random_seed(0)
+    nlp, examples = make(small_model, en_train_data, include_static_vectors=True)
+    rng = numpy.random.RandomState(0)
+    words = sorted({token.text for eg in examples for token in eg.reference})
+    nlp.vocab.reset_vectors(width=16)
+    for word in words:
+        nlp.vocab.set_vector(word, rng.normal(size=16).astype("float32"))
+    assert nlp.vocab.vectors.n_keys == len(words)
+    loaded = fit_and_round_trip(nlp, examples, tmp_path)
+    assert loaded.vocab.vectors.n_keys == len(words)
+    numpy.testing.assert_array_equal(
+        loaded.vocab.get_vector("London"), nlp.vocab.get_vector("London")
+    )
+    # Another vector for "London" changes its emissions, and only through the vectors.
+    ner = nlp.get_pipe("crf_ner")
+    doc = nlp.make_doc("I like London and Berlin.")
+    before = ner.model.predict([doc])[0].copy()
+    nlp.vocab.set_vector("London", rng.normal(size=16).astype("float32") * 3)
+    after = ner.model.predict([nlp.make_doc("I like London and Berlin.")])[0]
+    assert not numpy.allclose(before[2], after[2])
