@@ -64,6 +64,7 @@ def peak_memory(setting: str, n_tokens: int) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in KiB on Linux only")
 def test_candidates_of_a_long_doc_in_bounded_memory():
     """20,000 tokens, 4 labels, spans of up to 10 tokens (800,000 candidates): the process

@@ -95,15 +95,27 @@ SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    """A small crf_ner overfitted on a few docs, saved to disk."""
-    from tests.test_pipe import SMALL_MODEL, TRAIN_DATA
+# The small BiLSTM of the other tests (conftest's ``small_model`` is per test; this model is
+# trained once per module).
+SMALL_MODEL = {
+    "@architectures": "spacy_crf_ner.CRFTagger.v1",
+    "tok2vec": {
+        "@architectures": "spacy_crf_ner.BiLSTMEncoder.v1",
+        "width": 32,
+        "embed_size": 500,
+        "char_features": 8,
+        "lstm_width": 32,
+    },
+}
 
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, en_train_data) -> Path:
+    """A small crf_ner overfitted on a few docs, saved to disk."""
     fix_random_seed(0)
     nlp = English()
     nlp.add_pipe("crf_ner", config={"model": SMALL_MODEL})
-    examples = [Example.from_dict(nlp.make_doc(t), {"entities": e}) for t, e in TRAIN_DATA]
+    examples = [Example.from_dict(nlp.make_doc(t), {"entities": e}) for t, e in en_train_data]
     optimizer = nlp.initialize(get_examples=lambda: examples)
     for _ in range(40):
         nlp.update(examples, sgd=optimizer)
@@ -142,6 +154,7 @@ def run_pipe(tmp_path: Path, model: Path, method: str, threads: str | None = Non
     return json.loads(out.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_n_process_2_gives_the_entities_of_n_process_1(tmp_path, model_dir, method):
     result = run_pipe(tmp_path, model_dir, method)
@@ -151,6 +164,7 @@ def test_n_process_2_gives_the_entities_of_n_process_1(tmp_path, model_dir, meth
     assert result["main_threads"] == [2]  # crf_ner restores the parent's torch setting
 
 
+@pytest.mark.slow
 def test_spawned_workers_use_the_threads_the_user_sets(tmp_path, model_dir):
     result = run_pipe(tmp_path, model_dir, "spawn", threads="2")
     assert result["same"], result["first"]
