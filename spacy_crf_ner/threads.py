@@ -17,8 +17,9 @@ Why this module exists:
   there) sets the worker's torch threads to ``inference_threads()``.
 * **The main process under contention.** Two OpenMP threads on two cores that another
   process also uses spin at every barrier: crf_ner's words/s fell ~25x next to one
-  CPU-bound job. The BiLSTM-CRF's matrices are small, so one thread was faster than two in
-  every condition measured on 2 cores (BENCHMARKS.md section 6). crf_ner's ``predict`` therefore
+  CPU-bound job. The BiLSTM-CRF's matrices are small: on 2 cores two threads gained 12% when
+  the machine was idle and lost 33% to 94% whenever another process ran (BENCHMARKS.md
+  section 6), so one thread is the default. crf_ner's ``predict`` therefore
   runs on ``inference_threads()`` threads (default 1) and then restores torch's setting:
   the rest of the process (e.g. a spacy-transformers ``transformer`` component) keeps it.
 
