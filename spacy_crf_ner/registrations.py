@@ -15,11 +15,9 @@ from thinc.api import Config, Model
 # Registers the architectures, layers, callbacks and the scorer even when the package's entry
 # points are not installed (all light: no torch, no transformers at import).
 from . import architectures, transformer  # noqa: F401
+from .scorer import make_entity_scorer  # noqa: F401
 
-# The spacy_scorers entry point names ``registrations:make_entity_scorer``: re-exported here.
-from .scorer import make_entity_scorer
-
-__all__ = ["DEFAULT_CRF_NER_MODEL", "make_crf_ner", "make_entity_scorer"]
+__all__ = ["DEFAULT_CRF_NER_MODEL", "make_crf_ner"]
 
 DEFAULT_CRF_NER_MODEL = """
 [model]

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 import spacy
-import torch
 from spacy.tokens import Doc, DocBin, Span
 from spacy.training import Example
 from typer.testing import CliRunner
@@ -29,24 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ["calibrate", "convert", "evaluate", "predict", "rank", "render"]
 MODEL_COMMANDS = ["calibrate", "evaluate", "predict", "rank", "render"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1", "COLUMNS": "200"}
-
-TRAIN_DATA = [
-    ("Who is Shaka Khan?", [(7, 17, "PERSON")]),
-    ("I like London and Berlin.", [(7, 13, "LOC"), (18, 24, "LOC")]),
-    ("Apple bought a small startup in Paris.", [(0, 5, "ORG"), (32, 37, "LOC")]),
-    ("Angela Merkel visited New York City last May.", [(0, 13, "PERSON"), (22, 35, "LOC")]),
-    ("The weather was nice.", []),
-]
-SMALL_MODEL = {
-    "@architectures": "spacy_crf_ner.CRFTagger.v1",
-    "tok2vec": {
-        "@architectures": "spacy_crf_ner.BiLSTMEncoder.v1",
-        "width": 32,
-        "embed_size": 500,
-        "char_features": 8,
-        "lstm_width": 32,
-    },
-}
 
 
 def invoke(*args: Any) -> Any:
@@ -65,25 +46,17 @@ def assert_user_error(result: Any, *names: Any) -> None:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A small crf_ner overfitted on TRAIN_DATA and saved, plus inputs for the commands."""
-    from spacy.lang.en import English
-    from spacy.util import fix_random_seed
-
+def trained(
+    overfit: tuple[Any, list[Example]],
+    en_train_data: list[tuple[str, list[tuple[int, int, str]]]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Any]:
+    """conftest's overfitted crf_ner saved, plus inputs for the commands."""
+    nlp, examples = overfit
     root = tmp_path_factory.mktemp("cli")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    fix_random_seed(0)
-    nlp = English()
-    nlp.add_pipe("crf_ner", config={"model": SMALL_MODEL})
-    examples = [Example.from_dict(nlp.make_doc(t), {"entities": e}) for t, e in TRAIN_DATA]
-    optimizer = nlp.initialize(get_examples=lambda: examples)
-    for _ in range(80):
-        nlp.update(examples, sgd=optimizer)
-    torch.set_num_threads(threads)
     nlp.to_disk(root / "model")
     DocBin(docs=[eg.reference for eg in examples]).to_disk(root / "dev.spacy")
-    texts = [text for text, _ in TRAIN_DATA] + ["Zorblat quixed the flumbering vorp."]
+    texts = [text for text, _ in en_train_data] + ["Zorblat quixed the flumbering vorp."]
     (root / "texts.txt").write_text("\n".join(texts) + "\n", encoding="utf8")
     spacy.blank("en").to_disk(root / "blank")
     (root / "no-config").mkdir()
@@ -279,7 +252,9 @@ def test_rank_queue_for_prodigy_and_doccano(trained: dict[str, Any], tmp_path: P
             assert tokens[span["token_end"]]["end"] == span["end"]
 
 
-def test_round_trip_rank_annotate_convert_train(trained: dict[str, Any], tmp_path: Path) -> None:
+def test_round_trip_rank_annotate_convert_train(
+    trained: dict[str, Any], small_model: dict, tmp_path: Path
+) -> None:
     """rank --format prodigy/doccano -> (the tool accepts the pre-annotations) -> convert ->
     train, on the shipped sample."""
     corpus = tmp_path / "corpus"
@@ -309,7 +284,7 @@ def test_round_trip_rank_annotate_convert_train(trained: dict[str, Any], tmp_pat
     docs += list(DocBin().from_disk(corpus / "doccano.jsonl.spacy").get_docs(trained["nlp"].vocab))
     # Train a fresh pipeline on the converted docs.
     nlp = spacy.blank("en")
-    nlp.add_pipe("crf_ner", config={"model": SMALL_MODEL})
+    nlp.add_pipe("crf_ner", config={"model": small_model})
     examples = [Example(nlp.make_doc(d.text), d) for d in docs]
     optimizer = nlp.initialize(get_examples=lambda: examples)
     losses: dict[str, float] = {}
@@ -422,11 +397,11 @@ def test_calibrate_errors(trained: dict[str, Any], tmp_path: Path) -> None:
 
 
 def test_calibrate_refuses_data_without_entity_annotation(
-    trained: dict[str, Any], tmp_path: Path
+    trained: dict[str, Any], en_train_data: list, tmp_path: Path
 ) -> None:
     # Old defect: "0.0% correct", T = 8 recommended, exit 0 (and with --output, saved).
     nlp = trained["nlp"]
-    unannotated = [Doc(nlp.vocab, words=text.split()) for text, _ in TRAIN_DATA]
+    unannotated = [Doc(nlp.vocab, words=text.split()) for text, _ in en_train_data]
     assert not any(doc.has_annotation("ENT_IOB") for doc in unannotated)
     data = tmp_path / "raw.spacy"
     DocBin(docs=unannotated).to_disk(data)

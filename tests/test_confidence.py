@@ -572,4 +572,3 @@ def test_fit_temperature_softens_an_over_confident_model(overfit):
         assert at_best < pipeline_log_loss(neighbour)[0]
     # Half right, half wrong, probabilities near 1: ECE near 0.5 at T = 1, less at the best.
     assert 0.4 < at_1.ece <= 0.5 and result.best.ece < at_1.ece
-

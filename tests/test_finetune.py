@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy
 import pytest
 import spacy
-import torch
 from numpy.testing import assert_array_equal
 from spacy.language import Language
 from spacy.tokens import Doc, DocBin, Span
@@ -59,14 +58,6 @@ SMALL_MODEL = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_examples(nlp: Language, data: list) -> list[Example]:
     return [Example.from_dict(nlp.make_doc(text), {"entities": ents}) for text, ents in data]
 
@@ -91,25 +82,10 @@ def changed(before: dict, after: dict) -> bool:
 # ------------------------------------------------------------------ shipped configs
 
 
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("spacy_transformers")
-    from tiny_bert import write_tiny_bert
-
-    return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert") / "model")
-
-
-@pytest.fixture
-def offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        monkeypatch.setenv(name, "1")
-
-
 def config_pipeline(name: str, request: pytest.FixtureRequest) -> tuple[Language, list]:
     """The pipeline of a shipped config, as spacy.load sees a config: not interpolated."""
     overrides: dict = dict(SMALL_BILSTM) if name.startswith("bilstm") else {}
     if name.startswith("transformer"):
-        request.getfixturevalue("offline")
         overrides["paths.transformer_model"] = str(request.getfixturevalue("tiny_bert"))
     config = load_config(CONFIGS / f"{name}.cfg", overrides=overrides)
     nlp = load_model_from_config(config, auto_fill=True)

@@ -9,7 +9,6 @@ import numpy
 import pytest
 import spacy
 import srsly
-import torch
 from spacy.language import Language
 from spacy.tokens import Doc
 from spacy.training import Example
@@ -35,14 +34,6 @@ SMALL_MODEL = {
         "lstm_width": 16,
     },
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def blank(**config) -> Language:
