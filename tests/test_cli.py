@@ -84,6 +84,7 @@ def script() -> str:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["module", "script"])
 def test_help_lists_every_command_in_a_fresh_process(how: str) -> None:
     cmd = [sys.executable, "-m", "spacy_crf_ner"] if how == "module" else [script()]
@@ -108,6 +109,7 @@ def test_app_is_complete_however_it_is_imported() -> None:
     assert proc.stdout.strip() == str(COMMANDS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", COMMANDS)
 def test_each_command_help_in_a_fresh_process(command: str) -> None:
     proc = subprocess.run(
@@ -121,6 +123,7 @@ def test_each_command_help_in_a_fresh_process(command: str) -> None:
         assert "--gpu-id" in proc.stdout and "MODEL" in proc.stdout
 
 
+@pytest.mark.slow
 def test_rank_end_to_end_through_the_console_script(
     trained: dict[str, Any], tmp_path: Path
 ) -> None:

@@ -475,6 +475,7 @@ def run_cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_cli_converts_and_writes_stats(tmp_path: Path) -> None:
     path = write(tmp_path, "w.train", "科0\tB-LOC\n技1\tI-LOC\n\n大0\tI-LOC\n\n")
     proc = run_cli(
@@ -490,6 +491,7 @@ def test_cli_converts_and_writes_stats(tmp_path: Path) -> None:
     assert proc.stderr == ""  # no progress bar for small inputs
 
 
+@pytest.mark.slow
 def test_cli_strict_fails_with_file_and_line(tmp_path: Path) -> None:
     path = write(tmp_path, "bad.bio", "a O\nb I-PER\n")
     proc = run_cli(path, "-o", "out", "--strict", "--scheme", "IOB2", cwd=tmp_path)

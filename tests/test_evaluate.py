@@ -388,6 +388,7 @@ def test_cli_rejects_pipeline_without_ner(corpus: dict[str, Path], tmp_path: Pat
     assert "doc.ents" in result.output
 
 
+@pytest.mark.slow
 def test_cli_evaluate_subprocess(corpus: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "sub"
     cmd = [sys.executable, "-m", "spacy_crf_ner", "evaluate", str(corpus["model"])]

@@ -318,6 +318,7 @@ def micro_f1(nlp: Language, examples: list[Example], labels: set[str]) -> float:
     return 2 * hits / (len(gold) + len(found)) if gold or found else 1.0
 
 
+@pytest.mark.slow
 def test_sample_add_org_to_a_per_loc_model():
     """Train on PER/LOC, add ORG, fine-tune on ORG data mixed with a few old examples: ORG
     is learned and PER/LOC F1 on the held-out dev file drops by at most a few points; with
