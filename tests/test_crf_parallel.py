@@ -10,6 +10,7 @@ import itertools
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from spacy_crf_ner import crf
 from spacy_crf_ner.crf import CRFConstraints, LinearChainCRF
@@ -325,6 +326,43 @@ def test_parallel_has_no_host_sync():
         crf.SpanPosteriors(emissions, mask, *params, cons, algorithm="parallel")
     with pytest.raises(RuntimeError, match="meta"):
         crf.log_partition(emissions, mask, *params, cons, algorithm="sequential")
+
+
+class _KernelCounter(TorchDispatchMode):
+    """Non-view aten ops dispatched while active: the kernels a GPU would launch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kernels = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.kernels += not func.is_view
+        return func(*args, **(kwargs or {}))
+
+
+def _kernels(algorithm: str, task: str, length: int) -> int:
+    emissions, mask, params, _ = random_case(0, 2, length, 3, False)
+    emissions, params = emissions.float(), [p.float() for p in params]
+    counter = _KernelCounter()
+    with counter:
+        if task == "nll":
+            emissions.requires_grad_(True)
+            tags = torch.zeros(mask.shape, dtype=torch.long)
+            crf.nll(emissions, mask, *params, tags=tags, algorithm=algorithm).backward()
+        elif task == "marginals":
+            crf.marginals(emissions, mask, *params, algorithm=algorithm)
+        else:
+            crf.viterbi(emissions, mask, *params, algorithm=algorithm)
+    return counter.kernels
+
+
+@pytest.mark.parametrize("task", ["nll", "marginals", "viterbi"])
+def test_parallel_op_count_grows_with_log_length(task):
+    # 64x the length: the sequential scans launch ~64x the kernels, the parallel scan < 3x.
+    sequential = _kernels("sequential", task, 2048) / _kernels("sequential", task, 32)
+    parallel = _kernels("parallel", task, 2048) / _kernels("parallel", task, 32)
+    assert sequential > 20
+    assert parallel <= 3
 
 
 def test_auto_choice_and_errors():
