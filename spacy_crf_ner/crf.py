@@ -911,6 +911,7 @@ class SpanPosteriors:
         self._trans, self._start, self._end = trans.double(), start_.double(), end_.double()
         if emissions.shape[1] == 0:  # only empty sequences: no segment, log Z = 0
             self.log_z = emissions.new_zeros(emissions.shape[0], dtype=torch.float64)
+            self.marginals = torch.zeros_like(emissions)
             self._alpha = self._beta_emit = emissions.new_zeros((0, *emissions.shape[::2]))
             return
         with torch.no_grad():
@@ -920,6 +921,8 @@ class SpanPosteriors:
                 log_space = _needs_log_space(emissions, mask, trans)
                 post = _posteriors(emissions, mask, lengths, trans, start_, end_, log_space)
         self.log_z = post.log_z
+        # (B, T, K) posterior tag probabilities, 0 at padding (what ``marginals`` returns).
+        self.marginals = post.unary.transpose(0, 1)
         # Time-major (T, B, K) float64: alpha[t] (forward, emission at t included) and
         # beta[t] + e[t] (backward from the end, emission at t included). Written without
         # subtracting the emission, so a tag ruled out by e = -inf gives -inf, not NaN.

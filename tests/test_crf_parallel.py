@@ -416,3 +416,117 @@ def test_gpu_bf16_autocast_training_step():
     torch.testing.assert_close(losses["parallel"], losses["sequential"], rtol=1e-4, atol=1e-2)
     losses["parallel"].backward()
     assert torch.isfinite(linear.weight.grad).all()
+
+
+# --------------------------------------------------------------------------------------------
+# The batch object (crf_batch.CRFBatch)
+
+
+def _crf_layer_case(seed: int = 0, num_tags: int = 4):
+    import numpy
+
+    from spacy_crf_ner.crf_batch import make_segments
+    from spacy_crf_ner.layers import CRFLayer
+
+    rng = numpy.random.RandomState(seed)
+    layer = CRFLayer(nO=num_tags)
+    layer.initialize()
+    layer.set_param("transitions", rng.normal(size=(num_tags, num_tags)).astype("float32"))
+    layer.set_param("start", rng.normal(size=(num_tags,)).astype("float32"))
+    layer.set_param("end", rng.normal(size=(num_tags,)).astype("float32"))
+    lengths = [3, 5, 1, 4]
+    flat = (rng.normal(size=(sum(lengths), num_tags)) * 2).astype("float32")
+    starts = numpy.cumsum([0, *lengths])[:-1]
+    return layer, flat, make_segments(starts, lengths), lengths
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_crf_batch_against_brute_force(algorithm):
+    from spacy_crf_ner.crf_batch import CRFBatch
+
+    layer, flat, segments, lengths = _crf_layer_case()
+    params = [torch.as_tensor(layer.get_param(n)).double() for n in ("transitions", "start", "end")]
+    temperature = 1.7
+    batch = CRFBatch(layer, flat, segments, temperature=temperature, algorithm=algorithm)
+    paths = batch.viterbi()
+    path_log_prob = batch.path_log_prob()
+    probs = batch.marginals()
+    top, top_probs = batch.nbest(3)
+    start = 0
+    for row, n in enumerate(lengths):
+        emissions = torch.as_tensor(flat[start : start + n]).double()
+        start += n
+        scores = enumerate_paths(emissions, n, params, None)
+        ranked = sorted(scores, key=lambda p: -scores[p])
+        assert tuple(paths[row, :n].tolist()) == ranked[0]
+        tempered_scores = {p: v / temperature for p, v in scores.items()}
+        log_z = torch.logsumexp(torch.stack(list(tempered_scores.values())), 0)
+        expected = tempered_scores[ranked[0]] - log_z  # float32 emissions: float32 tolerance
+        assert float(path_log_prob[row]) == pytest.approx(float(expected), abs=1e-5)
+        for rank in range(3):
+            assert tuple(top[row, rank, :n].tolist()) == ranked[rank]
+            expected = torch.exp(tempered_scores[ranked[rank]] - log_z)
+            assert top_probs[row, rank] == pytest.approx(float(expected), rel=1e-4)
+        for t in range(n):
+            for j in range(emissions.shape[-1]):
+                expected = sum(
+                    torch.exp(v - log_z) for p, v in tempered_scores.items() if p[t] == j
+                )
+                assert float(probs[row, t, j]) == pytest.approx(float(expected), abs=1e-5)
+
+
+def test_crf_batch_runs_each_scan_once(monkeypatch):
+    """A scored batch: one Viterbi scan, one forward and one backward scan, whatever is asked
+    (path, entity and candidate probabilities, marginals, n-best probabilities)."""
+    from spacy_crf_ner.crf_batch import CandidateRequest, CRFBatch
+    from spacy_crf_ner.tags import get_scheme
+
+    calls = {"sum_product": 0, "max_plus": 0}
+
+    def counted(name, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(crf, "_sum_product_scan", counted("sum_product", crf._sum_product_scan))
+    monkeypatch.setattr(crf, "_max_plus_scan", counted("max_plus", crf._max_plus_scan))
+    scheme = get_scheme("BIO")
+    names = scheme.tag_names(["X"])  # 3 tags
+    layer, flat, segments, _ = _crf_layer_case(num_tags=len(names))
+    batch = CRFBatch(layer, flat, segments, temperature=1.3, algorithm="sequential")
+    batch.viterbi()
+    batch.path_log_prob()
+    batch.entity_probs(scheme, names, [(0, 0, 1, "X"), (1, 1, 3, "X")])
+    batch.candidates(scheme, names, CandidateRequest(["X"], 2, 0.01))
+    batch.marginals()
+    assert calls == {"sum_product": 2, "max_plus": 1}
+    batch.nbest(2)  # its own k-best scan, but log Z comes from the cached forward pass
+    assert calls == {"sum_product": 2, "max_plus": 2}
+    # Without the forward-backward pass, n-best's log Z is a forward scan only.
+    CRFBatch(layer, flat, segments, algorithm="sequential").nbest(2)
+    assert calls == {"sum_product": 3, "max_plus": 3}
+
+
+def test_crf_batch_nll_matches_engine_and_needs_grad():
+    import numpy
+
+    from spacy_crf_ner.crf_batch import CRFBatch, pad_emissions
+
+    layer, flat, segments, _ = _crf_layer_case()
+    gold = numpy.where(segments.index >= 0, segments.index % 4, -1)
+    gold[1, 2] = -1  # a missing label: partial-label loss
+    loss, d_flat, grads = CRFBatch(layer, flat, segments, requires_grad=True).nll(gold)
+    leaf = torch.as_tensor(flat).requires_grad_(True)
+    emissions, mask = pad_emissions(leaf, segments)
+    gold_t = torch.as_tensor(gold)
+    allowed = (gold_t.unsqueeze(-1) == torch.arange(4)) | (gold_t < 0).unsqueeze(-1)
+    params = [torch.as_tensor(layer.get_param(n)) for n in ("transitions", "start", "end")]
+    expected = crf.nll(emissions, mask, *params, allowed=allowed)
+    expected.backward()
+    assert loss == pytest.approx(float(expected.detach()), rel=1e-5)
+    numpy.testing.assert_allclose(d_flat, leaf.grad.numpy(), atol=1e-5)
+    assert set(grads) == {"transitions", "start", "end"}
+    with pytest.raises(ValueError, match="requires_grad=True"):
+        CRFBatch(layer, flat, segments).nll(gold)
