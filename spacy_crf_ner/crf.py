@@ -456,8 +456,9 @@ def _max_plus_scan(emissions, lengths, trans, start, end, k: int) -> tuple[Tenso
 #
 # The chain is a product of K x K step matrices in a semiring: element 0 is the start matrix
 # (every row is ``start + e[0]``), element t >= 1 is ``trans + e[t]`` (row = previous tag,
-# column = this tag), and a padding step is the semiring identity (0 on the diagonal, -inf off
-# it), so every sequence of a ragged batch is a product over the same padded length. Prefix
+# column = this tag). In the suffix (backward) scan a padding step is the semiring identity (0
+# on the diagonal, -inf off it), so every sequence of a ragged batch is a product over the same
+# padded length; the prefix (forward) scan reads each sequence at its last position. Prefix
 # products are taken by a recursive odd/even scan (Ladner-Fischer; torch-struct's ``_dp_scan``
 # takes the same tree): 2 log2(T) levels of batched semiring matrix products, whatever T.
 # Every element is kept as ``(matrix - max, max)``: a float32 matrix whose largest entry is 0
@@ -536,16 +537,14 @@ def _log_identity(num_tags: int, like: Tensor) -> Tensor:
     return torch.zeros((), dtype=like.dtype, device=like.device).masked_fill(~eye, float("-inf"))
 
 
-def _step_matrices(emissions: Tensor, lengths: Tensor, trans: Tensor, start: Tensor) -> Tensor:
-    """``(B, T, K, K)`` float64: the start matrix, then ``trans + e[t]``; identity past each
-    length."""
-    batch, length, num_tags = emissions.shape
+def _step_matrices(emissions: Tensor, trans: Tensor, start: Tensor) -> Tensor:
+    """``(B, T, K, K)`` float64: the start matrix, then ``trans + e[t]``. Padding needs no
+    identity here: a prefix product never reaches past its own position, and each sequence's
+    result is read at its last position."""
+    batch, _, num_tags = emissions.shape
     emissions, trans, start = emissions.double(), trans.double(), start.double()
     first = (start + emissions[:, :1]).unsqueeze(-2).expand(batch, 1, num_tags, num_tags)
-    mats = torch.cat([first, trans + emissions[:, 1:].unsqueeze(-2)], 1)
-    steps = torch.arange(length, device=emissions.device)
-    padding = (steps >= lengths.unsqueeze(1)) & (steps > 0)
-    return torch.where(padding[..., None, None], _log_identity(num_tags, mats), mats)
+    return torch.cat([first, trans + emissions[:, 1:].unsqueeze(-2)], 1)
 
 
 def _chain_scan(mats: Tensor, matmul, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -566,7 +565,7 @@ def _chain_scan(mats: Tensor, matmul, dtype: torch.dtype) -> tuple[Tensor, Tenso
 def _parallel_forward(emissions, lengths, trans, start, end, matmul=_log_matmul):
     """Forward vectors by a prefix scan: ``(fwd (T, B, K) with max 0, cum (T, B) float64)``
     such that alpha[t] = fwd[t] + cum[t], plus log Z (B,) float64 (max-plus: best score)."""
-    mats = _step_matrices(emissions, lengths, trans, start)
+    mats = _step_matrices(emissions, trans, start)
     prods, offsets = _chain_scan(mats, matmul, emissions.dtype)
     fwd, cum = prods[:, :, 0].transpose(0, 1), offsets.t()  # every row of a prefix is alpha
     batch = torch.arange(emissions.shape[0], device=emissions.device)
