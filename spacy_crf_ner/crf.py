@@ -17,6 +17,12 @@ Two scans serve every algorithm:
   Viterbi, k > 1 is n-best. Backpointers of the whole batch are followed with ``gather``; there
   is no loop over the batch and no host synchronisation.
 
+Every algorithm but n-best also has a parallel form (``algorithm="parallel"``, section
+"Parallel scan"): prefix products of the K x K step matrices in the log-sum-exp semiring (log Z,
+forward and backward vectors, marginals) or the max-plus semiring (Viterbi, whose backtrack
+becomes pointer jumping over composed index maps), O(log T) sequential depth and no host
+synchronisation; ``"auto"`` (the default) chooses by device and shape (``choose_algorithm``).
+
 The forward and backward vectors also give the exact posterior of any labelled segment
 (``SpanPosteriors``: built once per batch, then asked for any number of segments in chunks).
 Per-position restrictions (partial labels, tags a token may not take) are emissions of -inf.
@@ -565,10 +571,13 @@ def _chain_scan(mats: Tensor, matmul, dtype: torch.dtype) -> tuple[Tensor, Tenso
 def _parallel_forward(emissions, lengths, trans, start, end, matmul=_log_matmul):
     """Forward vectors by a prefix scan: ``(fwd (T, B, K) with max 0, cum (T, B) float64)``
     such that alpha[t] = fwd[t] + cum[t], plus log Z (B,) float64 (max-plus: best score)."""
-    mats = _step_matrices(emissions, trans, start)
-    prods, offsets = _chain_scan(mats, matmul, emissions.dtype)
+    prods, offsets = _chain_scan(_step_matrices(emissions, trans, start), matmul, emissions.dtype)
+    return _forward_vectors(prods, offsets, lengths, end, matmul)
+
+
+def _forward_vectors(prods, offsets, lengths, end, matmul):
     fwd, cum = prods[:, :, 0].transpose(0, 1), offsets.t()  # every row of a prefix is alpha
-    batch = torch.arange(emissions.shape[0], device=emissions.device)
+    batch = torch.arange(prods.shape[0], device=prods.device)
     last = _last_index(lengths)
     final = fwd[last, batch] + end
     total = final.logsumexp(-1) if matmul is _log_matmul else final.amax(-1)
@@ -577,32 +586,58 @@ def _parallel_forward(emissions, lengths, trans, start, end, matmul=_log_matmul)
     return fwd, cum, log_z
 
 
-def _parallel_backward(emissions, lengths, trans, end) -> tuple[Tensor, Tensor]:
-    """Backward vectors (emission at t excluded) by a suffix scan: ``(bwd (T, B, K) with max
-    0, offset (T, B) float64)``, beta[t] = bwd[t] + offset[t].
+def _backward_matrices(emissions, lengths, trans, end) -> Tensor:
+    """``(B, T, K, K)`` float64 whose prefix products give the backward vectors.
 
     The suffix products of ``trans + e[1]``, ..., ``trans + e[T-1]``, then an end matrix whose
     every column is ``end`` (identity past each length), are the prefix products of the
     reversed, transposed sequence.
     """
     batch, length, num_tags = emissions.shape
-    dtype, trans = emissions.dtype, trans.double()
+    trans = trans.double()
     last = end.double().unsqueeze(-1).expand(batch, 1, num_tags, num_tags)
     steps = trans + emissions[:, 1:].double().unsqueeze(-2)
     mats = torch.cat([steps, last], 1)  # element t: step t+1, float64
     steps = torch.arange(length, device=emissions.device)
     padding = (steps + 1 >= lengths.unsqueeze(1)) & (steps + 1 < length)
     mats = torch.where(padding[..., None, None], _log_identity(num_tags, mats), mats)
-    prods, offsets = _chain_scan(mats.flip(1).transpose(-1, -2), _log_matmul, dtype)
+    return mats.flip(1).transpose(-1, -2)
+
+
+def _backward_vectors(prods: Tensor, offsets: Tensor) -> tuple[Tensor, Tensor]:
     return prods[:, :, 0].flip(1).transpose(0, 1), offsets.flip(1).t()
+
+
+def _parallel_backward(emissions, lengths, trans, end) -> tuple[Tensor, Tensor]:
+    """Backward vectors (emission at t excluded) by a suffix scan: ``(bwd (T, B, K) with max
+    0, offset (T, B) float64)``, beta[t] = bwd[t] + offset[t]."""
+    mats = _backward_matrices(emissions, lengths, trans, end)
+    return _backward_vectors(*_chain_scan(mats, _log_matmul, emissions.dtype))
+
+
+def _parallel_forward_backward(emissions, lengths, trans, start, end):
+    """``_parallel_forward`` and ``_parallel_backward`` as one scan over a 2B batch: the same
+    number of kernel launches as one of them."""
+    batch = emissions.shape[0]
+    mats = torch.cat(
+        [
+            _step_matrices(emissions, trans, start),
+            _backward_matrices(emissions, lengths, trans, end),
+        ]
+    )
+    prods, offsets = _chain_scan(mats, _log_matmul, emissions.dtype)
+    forward = _forward_vectors(prods[:batch], offsets[:batch], lengths, end, _log_matmul)
+    return forward, _backward_vectors(prods[batch:], offsets[batch:])
 
 
 def _parallel_posteriors(emissions, mask, lengths, trans, start, end, forward=None):
     """``_posteriors`` by the parallel scans. ``forward``: ``_parallel_forward``'s result."""
     if forward is None:
-        forward = _parallel_forward(emissions, lengths, trans, start, end)
+        forward, backward = _parallel_forward_backward(emissions, lengths, trans, start, end)
+    else:
+        backward = _parallel_backward(emissions, lengths, trans, end)
     fwd, cum, log_z = forward
-    bwd, bwd_offset = _parallel_backward(emissions, lengths, trans, end)
+    bwd, bwd_offset = backward
     possible = torch.isfinite(log_z)
     safe_log_z = torch.where(possible, log_z, torch.zeros_like(log_z))
     em = emissions.transpose(0, 1)
