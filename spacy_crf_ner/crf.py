@@ -35,6 +35,7 @@ the emissions' dtype, and sums that grow with the sequence length are accumulate
 
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple
 
 import torch
@@ -211,6 +212,15 @@ def _needs_log_space(emissions: Tensor, mask: Tensor, trans: Tensor) -> bool:
     )
 
 
+def _without_autocast(device: torch.device):
+    """A region where autocast leaves the matmuls alone: under ``torch.autocast`` (bf16/fp16)
+    the exp-matmul step would otherwise run in 8 mantissa bits and log Z drift with T. (The
+    other ops the scans use run in float32 under autocast, or are float64.)"""
+    if device.type in ("cuda", "cpu"):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
 def _sum_product_scan(
     emissions: Tensor, trans: Tensor, start: Tensor, log_space: bool
 ) -> tuple[Tensor, Tensor]:
@@ -242,9 +252,10 @@ def _sum_product_scan(
         exp_trans = torch.exp(trans - shift)
         shifted = (emissions[1:] + shift).unbind(0)
         probs = torch.softmax(steps[0], -1)
-        for t in range(1, len(steps)):
-            torch.add(torch.log(probs @ exp_trans), shifted[t - 1], out=steps[t])
-            probs = torch.softmax(steps[t], -1)
+        with _without_autocast(emissions.device):
+            for t in range(1, len(steps)):
+                torch.add(torch.log(probs @ exp_trans), shifted[t - 1], out=steps[t])
+                probs = torch.softmax(steps[t], -1)
     log_norm = torch.logsumexp(local, -1).double()
     return local, log_norm
 

@@ -297,6 +297,31 @@ def test_parallel_low_precision_emissions_are_computed_in_float32(dtype):
     )
 
 
+@pytest.mark.parametrize("algorithm", ["sequential", "parallel"])
+def test_autocast_does_not_lower_the_crf_precision(algorithm):
+    # CPU autocast lowers matmuls to bf16 as CUDA autocast does: the CRF must not follow.
+    model = LinearChainCRF(9)
+    gen = torch.Generator().manual_seed(0)
+    emissions = torch.randn(4, 100, 9, generator=gen) * 3
+    mask = torch.arange(100).unsqueeze(0) < torch.tensor([[100], [60], [7], [1]])
+    tags = torch.randint(0, 9, (4, 100), generator=gen)
+    kwargs = {"algorithm": algorithm}
+    expected = [
+        model.nll(emissions, tags, mask, **kwargs),
+        model.marginals(emissions, mask, **kwargs),
+        model.decode(emissions, mask, **kwargs)[0],
+    ]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = [
+            model.nll(emissions, tags, mask, **kwargs),
+            model.marginals(emissions, mask, **kwargs),
+            model.decode(emissions, mask, **kwargs)[0],
+        ]
+    torch.testing.assert_close(got[0], expected[0], rtol=1e-6, atol=1e-4)
+    torch.testing.assert_close(got[1], expected[1], rtol=0, atol=1e-6)
+    assert torch.equal(got[2], expected[2])
+
+
 def test_parallel_has_no_host_sync():
     """On the meta device no value exists: any host sync (``.item()``, ``nonzero``, a Python
     branch on a tensor) raises. The sequential log Z syncs once (its step choice) and does."""
