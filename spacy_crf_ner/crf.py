@@ -17,6 +17,12 @@ Two scans serve every algorithm:
   Viterbi, k > 1 is n-best. Backpointers of the whole batch are followed with ``gather``; there
   is no loop over the batch and no host synchronisation.
 
+Every algorithm but n-best also has a parallel form (``algorithm="parallel"``, section
+"Parallel scan"): prefix products of the K x K step matrices in the log-sum-exp semiring (log Z,
+forward and backward vectors, marginals) or the max-plus semiring (Viterbi, whose backtrack
+becomes pointer jumping over composed index maps), O(log T) sequential depth and no host
+synchronisation; ``"auto"`` (the default) chooses by device and shape (``choose_algorithm``).
+
 The forward and backward vectors also give the exact posterior of any labelled segment
 (``SpanPosteriors``: built once per batch, then asked for any number of segments in chunks).
 Per-position restrictions (partial labels, tags a token may not take) are emissions of -inf.
@@ -29,15 +35,18 @@ the emissions' dtype, and sums that grow with the sequence length are accumulate
 
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "ALGORITHMS",
     "CRFConstraints",
     "LinearChainCRF",
     "SpanPosteriors",
+    "choose_algorithm",
     "gold_score",
     "log_partition",
     "marginals",
@@ -48,6 +57,11 @@ __all__ = [
 ]
 
 REDUCTIONS = ("sum", "mean", "none", "token_mean")
+ALGORITHMS = ("auto", "sequential", "parallel")
+# "auto" takes the parallel scan on CUDA from this many time steps on. A first estimate from
+# the op counts of benchmarks/crf_ops.py (the sequential scans launch ~K-independent kernels
+# per step, the parallel scan ~60 per level); to be set from benchmarks/gpu_suite.sh.
+AUTO_PARALLEL_MIN_LENGTH = 64
 # Max-plus scores are re-centred this often so that their magnitude stays bounded on long
 # sequences with large emissions (float32 keeps ~7 significant digits).
 _RECENTRE_EVERY = 16
@@ -198,6 +212,15 @@ def _needs_log_space(emissions: Tensor, mask: Tensor, trans: Tensor) -> bool:
     )
 
 
+def _without_autocast(device: torch.device):
+    """A region where autocast leaves the matmuls alone: under ``torch.autocast`` (bf16/fp16)
+    the exp-matmul step would otherwise run in 8 mantissa bits and log Z drift with T. (The
+    other ops the scans use run in float32 under autocast, or are float64.)"""
+    if device.type in ("cuda", "cpu"):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
 def _sum_product_scan(
     emissions: Tensor, trans: Tensor, start: Tensor, log_space: bool
 ) -> tuple[Tensor, Tensor]:
@@ -229,9 +252,10 @@ def _sum_product_scan(
         exp_trans = torch.exp(trans - shift)
         shifted = (emissions[1:] + shift).unbind(0)
         probs = torch.softmax(steps[0], -1)
-        for t in range(1, len(steps)):
-            torch.add(torch.log(probs @ exp_trans), shifted[t - 1], out=steps[t])
-            probs = torch.softmax(steps[t], -1)
+        with _without_autocast(emissions.device):
+            for t in range(1, len(steps)):
+                torch.add(torch.log(probs @ exp_trans), shifted[t - 1], out=steps[t])
+                probs = torch.softmax(steps[t], -1)
     log_norm = torch.logsumexp(local, -1).double()
     return local, log_norm
 
@@ -327,24 +351,29 @@ class _LogPartition(torch.autograd.Function):
     """log Z (float64) with the marginals as its gradient: no autograd graph per time step."""
 
     @staticmethod
-    def forward(ctx, emissions, mask, trans, start, end):
+    def forward(ctx, emissions, mask, trans, start, end, parallel: bool):
         lengths = mask.sum(1)
-        log_space = _needs_log_space(emissions, mask, trans)
-        local, log_norm, log_z = _forward_quantities(
-            emissions, lengths, trans, start, end, log_space
-        )
+        if parallel:  # exact log-space products: no host sync to choose a step
+            log_space = True
+            forward = _parallel_forward(emissions, lengths, trans, start, end)
+        else:
+            log_space = _needs_log_space(emissions, mask, trans)
+            forward = _forward_quantities(emissions, lengths, trans, start, end, log_space)
         # The backward pass reuses the forward scan (a third of the work) instead of redoing it.
-        ctx.save_for_backward(emissions, mask, trans, start, end, local, log_norm, log_z)
-        ctx.log_space = log_space
-        return log_z
+        ctx.save_for_backward(emissions, mask, trans, start, end, *forward)
+        ctx.log_space, ctx.parallel = log_space, parallel
+        return forward[2]
 
     @staticmethod
     def backward(ctx, grad_log_z):
-        emissions, mask, trans, start, end, local, log_norm, log_z = ctx.saved_tensors
+        emissions, mask, trans, start, end, *forward = ctx.saved_tensors
         lengths = mask.sum(1)
-        post = _posteriors(
-            emissions, mask, lengths, trans, start, end, ctx.log_space, (local, log_norm, log_z)
-        )
+        if ctx.parallel:
+            post = _parallel_posteriors(emissions, mask, lengths, trans, start, end, forward)
+        else:
+            post = _posteriors(
+                emissions, mask, lengths, trans, start, end, ctx.log_space, tuple(forward)
+            )
         # Sequences whose log Z is -inf (no allowed path) have no defined gradient: zero.
         grad = torch.where(torch.isfinite(post.log_z), grad_log_z, torch.zeros_like(grad_log_z))
         unary = post.unary * grad.to(emissions.dtype).view(1, -1, 1)  # (T, B, K)
@@ -352,7 +381,7 @@ class _LogPartition(torch.autograd.Function):
         grad_start = unary[0].sum(0)
         grad_end = unary[_last_index(lengths), batch].sum(0)
         grad_trans = _transition_marginals(post, mask, trans, grad, ctx.log_space)
-        return unary.transpose(0, 1), None, grad_trans, grad_start, grad_end
+        return unary.transpose(0, 1), None, grad_trans, grad_start, grad_end, None
 
 
 # --------------------------------------------------------------------------------------------
@@ -440,19 +469,278 @@ def _max_plus_scan(emissions, lengths, trans, start, end, k: int) -> tuple[Tenso
 
 
 # --------------------------------------------------------------------------------------------
+# Parallel scan (algorithm="parallel")
+#
+# The chain is a product of K x K step matrices in a semiring: element 0 is the start matrix
+# (every row is ``start + e[0]``), element t >= 1 is ``trans + e[t]`` (row = previous tag,
+# column = this tag). In the suffix (backward) scan a padding step is the semiring identity (0
+# on the diagonal, -inf off it), so every sequence of a ragged batch is a product over the same
+# padded length; the prefix (forward) scan reads each sequence at its last position. Prefix
+# products are taken by a recursive odd/even scan (Ladner-Fischer; torch-struct's ``_dp_scan``
+# takes the same tree): 2 log2(T) levels of batched semiring matrix products, whatever T.
+# Every element is kept as ``(matrix - max, max)``: a float32 matrix whose largest entry is 0
+# and a float64 offset, so the float32 arithmetic only ever sees numbers of order 1 and the
+# quantities that grow with the length (~T * |e|) are summed in float64, as in the sequential
+# scans. Memory: a level holds a few (B, T/2, K, K, K) float32 temporaries (0.6 GB each at
+# B = 32, T = 2,048, K = 17) besides the O(B T K^2) prefix products; beyond some 100 tags, or
+# B * T in the millions, the sequential algorithm (O(B K^2) per step) is the one to use.
+
+
+def _log_matmul(left: Tensor, right: Tensor) -> Tensor:
+    """Log-semiring product of ``(..., K, K)`` stacks: logsumexp over the inner index."""
+    return torch.logsumexp(left.unsqueeze(-1) + right.unsqueeze(-3), -2)
+
+
+def _max_matmul(left: Tensor, right: Tensor) -> Tensor:
+    """Max-plus product of ``(..., K, K)`` stacks."""
+    return (left.unsqueeze(-1) + right.unsqueeze(-3)).amax(-2)
+
+
+def _normalised(raw: Tensor, offset: Tensor) -> tuple[Tensor, Tensor]:
+    """``(raw - max, offset + max)`` per matrix; an all -inf matrix keeps offset and -inf."""
+    top = raw.amax((-2, -1))
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    return raw - top[..., None, None], offset + top.double()
+
+
+def _matrix_combine(matmul):
+    def combine(left: tuple[Tensor, ...], right: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
+        return _normalised(matmul(left[0], right[0]), left[1] + right[1])
+
+    return combine
+
+
+def _compose_maps(left: tuple[Tensor, ...], right: tuple[Tensor, ...]) -> tuple[Tensor]:
+    """``right`` after ``left`` for (..., K) index maps (map[x] = image of x)."""
+    return (right[0].gather(-1, left[0]),)
+
+
+def _scan(elements: tuple[Tensor, ...], combine) -> tuple[Tensor, ...]:
+    """Inclusive prefix scan along dim 1 (a power of two long) of an associative ``combine``.
+
+    ``elements`` is a tuple of tensors ``(B, N, ...)`` that together form one element per
+    (b, n); ``combine(left, right)`` takes two such tuples of equal shapes (left earlier).
+    Depth 2 log2(N) combines, work ~2N, the recursion unrolled on the host from shapes only.
+    """
+    length = elements[0].shape[1]
+    if length == 1:
+        return elements
+    pairs = combine(tuple(x[:, 0::2] for x in elements), tuple(x[:, 1::2] for x in elements))
+    odd = _scan(pairs, combine)  # prefixes ending at 1, 3, 5, ...
+    if length == 2:
+        even = tuple(x[:, :1] for x in elements)
+    else:
+        rest = combine(tuple(x[:, :-1] for x in odd), tuple(x[:, 2::2] for x in elements))
+        even = tuple(
+            torch.cat([x[:, :1], r], 1) for x, r in zip(elements, rest, strict=True)
+        )  # prefixes ending at 0, 2, 4, ...
+    return tuple(torch.stack([e, o], 2).flatten(1, 2) for e, o in zip(even, odd, strict=True))
+
+
+def _pad_pow2(elements: tuple[Tensor, ...], fills: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Append identity elements ``fills`` (broadcast to one step) up to a power of two."""
+    length = elements[0].shape[1]
+    padded = 1 << max(0, (length - 1).bit_length())
+    if padded == length:
+        return elements
+    return tuple(
+        torch.cat([x, fill.expand(x.shape[0], padded - length, *x.shape[2:])], 1)
+        for x, fill in zip(elements, fills, strict=True)
+    )
+
+
+def _log_identity(num_tags: int, like: Tensor) -> Tensor:
+    eye = torch.eye(num_tags, dtype=torch.bool, device=like.device)
+    return torch.zeros((), dtype=like.dtype, device=like.device).masked_fill(~eye, float("-inf"))
+
+
+def _step_matrices(emissions: Tensor, trans: Tensor, start: Tensor) -> Tensor:
+    """``(B, T, K, K)`` float64: the start matrix, then ``trans + e[t]``. Padding needs no
+    identity here: a prefix product never reaches past its own position, and each sequence's
+    result is read at its last position."""
+    batch, _, num_tags = emissions.shape
+    emissions, trans, start = emissions.double(), trans.double(), start.double()
+    first = (start + emissions[:, :1]).unsqueeze(-2).expand(batch, 1, num_tags, num_tags)
+    return torch.cat([first, trans + emissions[:, 1:].unsqueeze(-2)], 1)
+
+
+def _chain_scan(mats: Tensor, matmul, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Normalised inclusive prefix products of ``mats (B, N, K, K)`` (float64): ``(B, N, K, K)``
+    matrices of ``dtype`` with max 0 and ``(B, N)`` float64 offsets."""
+    length = mats.shape[1]
+    # Normalised in float64: ``trans + e`` of ~1e4-sized emissions loses its last digits in
+    # float32, and such an error would add up along the chain.
+    zero = mats.new_zeros(mats.shape[:2], dtype=torch.float64)
+    raw, offsets = _normalised(mats.double(), zero)
+    elements = (raw.to(dtype), offsets)
+    identity = _log_identity(mats.shape[-1], elements[0])
+    elements = _pad_pow2(elements, (identity, elements[1].new_zeros(())))
+    prods, offsets = _scan(elements, _matrix_combine(matmul))
+    return prods[:, :length], offsets[:, :length]
+
+
+def _parallel_forward(emissions, lengths, trans, start, end, matmul=_log_matmul):
+    """Forward vectors by a prefix scan: ``(fwd (T, B, K) with max 0, cum (T, B) float64)``
+    such that alpha[t] = fwd[t] + cum[t], plus log Z (B,) float64 (max-plus: best score)."""
+    prods, offsets = _chain_scan(_step_matrices(emissions, trans, start), matmul, emissions.dtype)
+    return _forward_vectors(prods, offsets, lengths, end, matmul)
+
+
+def _forward_vectors(prods, offsets, lengths, end, matmul):
+    fwd, cum = prods[:, :, 0].transpose(0, 1), offsets.t()  # every row of a prefix is alpha
+    batch = torch.arange(prods.shape[0], device=prods.device)
+    last = _last_index(lengths)
+    final = fwd[last, batch] + end
+    total = final.logsumexp(-1) if matmul is _log_matmul else final.amax(-1)
+    log_z = cum[last, batch] + total.double()
+    log_z = torch.where(lengths > 0, log_z, torch.zeros_like(log_z))
+    return fwd, cum, log_z
+
+
+def _backward_matrices(emissions, lengths, trans, end) -> Tensor:
+    """``(B, T, K, K)`` float64 whose prefix products give the backward vectors.
+
+    The suffix products of ``trans + e[1]``, ..., ``trans + e[T-1]``, then an end matrix whose
+    every column is ``end`` (identity past each length), are the prefix products of the
+    reversed, transposed sequence.
+    """
+    batch, length, num_tags = emissions.shape
+    trans = trans.double()
+    last = end.double().unsqueeze(-1).expand(batch, 1, num_tags, num_tags)
+    steps = trans + emissions[:, 1:].double().unsqueeze(-2)
+    mats = torch.cat([steps, last], 1)  # element t: step t+1, float64
+    steps = torch.arange(length, device=emissions.device)
+    padding = (steps + 1 >= lengths.unsqueeze(1)) & (steps + 1 < length)
+    mats = torch.where(padding[..., None, None], _log_identity(num_tags, mats), mats)
+    return mats.flip(1).transpose(-1, -2)
+
+
+def _backward_vectors(prods: Tensor, offsets: Tensor) -> tuple[Tensor, Tensor]:
+    return prods[:, :, 0].flip(1).transpose(0, 1), offsets.flip(1).t()
+
+
+def _parallel_backward(emissions, lengths, trans, end) -> tuple[Tensor, Tensor]:
+    """Backward vectors (emission at t excluded) by a suffix scan: ``(bwd (T, B, K) with max
+    0, offset (T, B) float64)``, beta[t] = bwd[t] + offset[t]."""
+    mats = _backward_matrices(emissions, lengths, trans, end)
+    return _backward_vectors(*_chain_scan(mats, _log_matmul, emissions.dtype))
+
+
+def _parallel_forward_backward(emissions, lengths, trans, start, end):
+    """``_parallel_forward`` and ``_parallel_backward`` as one scan over a 2B batch: the same
+    number of kernel launches as one of them."""
+    batch = emissions.shape[0]
+    mats = torch.cat(
+        [
+            _step_matrices(emissions, trans, start),
+            _backward_matrices(emissions, lengths, trans, end),
+        ]
+    )
+    prods, offsets = _chain_scan(mats, _log_matmul, emissions.dtype)
+    forward = _forward_vectors(prods[:batch], offsets[:batch], lengths, end, _log_matmul)
+    return forward, _backward_vectors(prods[batch:], offsets[batch:])
+
+
+def _parallel_posteriors(emissions, mask, lengths, trans, start, end, forward=None):
+    """``_posteriors`` by the parallel scans. ``forward``: ``_parallel_forward``'s result."""
+    if forward is None:
+        forward, backward = _parallel_forward_backward(emissions, lengths, trans, start, end)
+    else:
+        backward = _parallel_backward(emissions, lengths, trans, end)
+    fwd, cum, log_z = forward
+    bwd, bwd_offset = backward
+    possible = torch.isfinite(log_z)
+    safe_log_z = torch.where(possible, log_z, torch.zeros_like(log_z))
+    em = emissions.transpose(0, 1)
+    exponent = fwd.double() + bwd.double() + (cum + bwd_offset - safe_log_z).unsqueeze(-1)
+    unary = torch.exp(exponent)
+    # Exactly, every position's marginals sum to 1. With extreme inputs (emissions ~1e4 apart)
+    # the float32 products carry an error of order 1e-3 nats per level, mostly shared by
+    # all tags of a position: dividing by the sum removes that shared part.
+    unary = (unary / unary.sum(-1, keepdim=True)).to(emissions.dtype)
+    keep = mask.t().unsqueeze(-1) & possible.view(1, -1, 1)
+    unary = torch.where(keep, unary, torch.zeros_like(unary))
+    # log beta[t] + e[t], normalised as the sequential scans store it.
+    bwd_emit, rev_cum = _normalised((bwd.double() + em.double()).unsqueeze(-1), bwd_offset)
+    log_bwd = bwd_emit.squeeze(-1).to(emissions.dtype)
+    pair_offset = cum[:-1] + rev_cum[1:] - safe_log_z
+    return _Posteriors(unary, fwd, log_bwd, pair_offset, log_z, cum, rev_cum)
+
+
+def _parallel_viterbi(emissions, lengths, trans, start, end) -> tuple[Tensor, Tensor]:
+    """Best paths ``(B, T)`` (-1 padding) and scores ``(B,)`` with no per-step backtrack.
+
+    A max-plus prefix scan gives the Viterbi forward vectors; the backpointers of all steps
+    are one argmax; following them from the best last tag is a suffix scan of the composed
+    index maps (pointer jumping, O(log T) gathers), so the result is the path the sequential
+    backtrack would follow from the same scores: always an allowed path with the best score.
+    """
+    batch, length, num_tags = emissions.shape
+    device = emissions.device
+    if length == 0:
+        return (
+            torch.empty((batch, 0), dtype=torch.long, device=device),
+            torch.zeros(batch, dtype=emissions.dtype, device=device),
+        )
+    fwd, cum, _ = _parallel_forward(emissions, lengths, trans, start, end, _max_matmul)
+    batch_index = torch.arange(batch, device=device)
+    last = _last_index(lengths)
+    final_scores, final_tag = (fwd[last, batch_index] + end).max(-1)
+    scores = cum[last, batch_index] + final_scores.double()
+    tags = torch.arange(num_tags, device=device)
+    # maps[b, t][j]: the tag at t on the best path to tag j at t+1; identity past the length.
+    pointers = (fwd[:-1].unsqueeze(-1) + trans).argmax(-2).transpose(0, 1)  # (B, T-1, K)
+    steps = torch.arange(1, length, device=device)
+    padding = (steps >= lengths.unsqueeze(1)).unsqueeze(-1)
+    pointers = torch.where(padding, tags, pointers)
+    maps = torch.cat([pointers, tags.expand(batch, 1, num_tags)], 1).flip(1)
+    (composed,) = _scan(_pad_pow2((maps,), (tags,)), _compose_maps)
+    composed = composed[:, :length].flip(1)  # composed[b, t][j]: tag at t if tag j at T-1
+    paths = composed.gather(-1, final_tag.view(batch, 1, 1).expand(batch, length, 1))[..., 0]
+    valid = torch.arange(length, device=device) < lengths.unsqueeze(1)
+    paths = torch.where(valid & torch.isfinite(scores).unsqueeze(1), paths, -1)
+    scores = torch.where(lengths > 0, scores, torch.zeros_like(scores))
+    return paths, scores.to(emissions.dtype)
+
+
+# --------------------------------------------------------------------------------------------
 # Public functional API
 
 
-def log_partition(emissions, mask, transitions, start, end, constraints=None) -> Tensor:
-    """log Z per sequence, ``(B,)``, by the forward algorithm (float32 or float64)."""
+def choose_algorithm(algorithm: str, emissions: Tensor) -> str:
+    """``"sequential"`` or ``"parallel"`` for ``algorithm`` and these emissions ``(B, T, K)``.
+
+    ``"auto"`` decides from the device and the shape alone (no host sync): the parallel scan
+    on CUDA from ``AUTO_PARALLEL_MIN_LENGTH`` steps on, where the per-step kernel launches of
+    the sequential scans dominate; the sequential scans everywhere else (on CPU they are
+    faster at every length: the parallel scan does O(K) times more arithmetic).
+    """
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}; got {algorithm!r}")
+    if algorithm != "auto":
+        return algorithm
+    if emissions.device.type == "cuda" and emissions.shape[1] >= AUTO_PARALLEL_MIN_LENGTH:
+        return "parallel"
+    return "sequential"
+
+
+def log_partition(
+    emissions, mask, transitions, start, end, constraints=None, *, algorithm: str = "auto"
+) -> Tensor:
+    """log Z per sequence, ``(B,)`` (float32 or float64).
+
+    ``algorithm``: ``"sequential"`` (forward algorithm, one step per position),
+    ``"parallel"`` (prefix scan, O(log T) depth) or ``"auto"`` (see ``choose_algorithm``).
+    """
     prepared = _prepare(emissions, mask, transitions, start, end, constraints)
-    return _log_partition(*prepared).to(prepared[0].dtype)
+    return _log_partition(*prepared, algorithm=algorithm).to(prepared[0].dtype)
 
 
-def _log_partition(emissions, mask, lengths, trans, start, end) -> Tensor:
+def _log_partition(emissions, mask, lengths, trans, start, end, algorithm="auto") -> Tensor:
+    parallel = choose_algorithm(algorithm, emissions) == "parallel"
     if emissions.shape[1] == 0:  # only empty sequences: log Z = 0, still part of the graph
         return emissions.sum((1, 2)).double() * 0.0
-    return _LogPartition.apply(emissions, mask, trans, start, end)
+    return _LogPartition.apply(emissions, mask, trans, start, end, parallel)
 
 
 def gold_score(emissions, tags, mask, transitions, start, end, constraints=None) -> Tensor:
@@ -500,11 +788,13 @@ def nll(
     allowed: Tensor | None = None,
     constraints: CRFConstraints | None = None,
     reduction: str = "sum",
+    algorithm: str = "auto",
 ) -> Tensor:
     """Negative log-likelihood of gold ``tags`` or of partial labels ``allowed (B, T, K)``.
 
     With ``allowed``, the loss is log Z minus log Z restricted to the allowed tags: a position
     with a single allowed tag is fully labelled, one with every tag allowed is unlabelled.
+    ``algorithm`` as in ``log_partition``.
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}")
@@ -512,7 +802,7 @@ def nll(
         raise ValueError("give exactly one of tags= (gold path) or allowed= (partial labels)")
     prepared = _prepare(emissions, mask, transitions, start, end, constraints)
     emissions, mask = prepared[0], prepared[1]
-    log_z = _log_partition(*prepared)
+    log_z = _log_partition(*prepared, algorithm=algorithm)
     if tags is not None:
         gold = _gold_score(tags, *prepared)
     else:
@@ -528,7 +818,7 @@ def nll(
                 row, col = (int(v) for v in empty.nonzero()[0])
                 raise ValueError(f"no tag is allowed at sequence {row}, position {col}")
         restricted = emissions.masked_fill(~allowed & mask.unsqueeze(-1), float("-inf"))
-        gold = _log_partition(restricted, *prepared[1:])
+        gold = _log_partition(restricted, *prepared[1:], algorithm=algorithm)
     # Both terms grow with the length; their difference is taken in float64.
     losses = (log_z - gold).to(emissions.dtype)
     if reduction == "none":
@@ -540,12 +830,20 @@ def nll(
     return losses.sum() / mask.sum().clamp(min=1)
 
 
-def viterbi(emissions, mask, transitions, start, end, constraints=None) -> tuple[Tensor, Tensor]:
-    """Best path per sequence: ``(paths (B, T) padded with -1, scores (B,))``."""
+def viterbi(
+    emissions, mask, transitions, start, end, constraints=None, *, algorithm: str = "auto"
+) -> tuple[Tensor, Tensor]:
+    """Best path per sequence: ``(paths (B, T) padded with -1, scores (B,))``.
+
+    ``algorithm``: ``"sequential"`` (max-plus scan and a per-step backtrack), ``"parallel"``
+    (max-plus prefix scan and pointer jumping, O(log T) depth) or ``"auto"``.
+    """
     emissions, _, lengths, trans, start, end = _prepare(
         emissions, mask, transitions, start, end, constraints
     )
     with torch.no_grad():
+        if choose_algorithm(algorithm, emissions) == "parallel":
+            return _parallel_viterbi(emissions, lengths, trans, start, end)
         paths, scores = _max_plus_scan(emissions, lengths, trans, start, end, 1)
     return paths[:, 0], scores[:, 0]
 
@@ -553,7 +851,9 @@ def viterbi(emissions, mask, transitions, start, end, constraints=None) -> tuple
 def nbest(emissions, mask, transitions, start, end, k: int, constraints=None):
     """The ``k`` best paths in order: ``(paths (B, k, T), scores (B, k))``.
 
-    Ranks beyond the number of allowed paths have score -inf and path -1.
+    Ranks beyond the number of allowed paths have score -inf and path -1. Always sequential:
+    a parallel k-best scan would carry (K k) x (K k) matrices, k^3 times the work of Viterbi's,
+    for a call made on a few documents at a time.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1; got {k}")
@@ -564,14 +864,23 @@ def nbest(emissions, mask, transitions, start, end, k: int, constraints=None):
         return _max_plus_scan(emissions, lengths, trans, start, end, k)
 
 
-def marginals(emissions, mask, transitions, start, end, constraints=None) -> Tensor:
-    """Posterior tag probabilities ``(B, T, K)`` by forward-backward (0 at padding)."""
+def marginals(
+    emissions, mask, transitions, start, end, constraints=None, *, algorithm: str = "auto"
+) -> Tensor:
+    """Posterior tag probabilities ``(B, T, K)`` by forward-backward (0 at padding).
+
+    ``algorithm`` as in ``log_partition``.
+    """
     emissions, mask, lengths, trans, start, end = _prepare(
         emissions, mask, transitions, start, end, constraints
     )
+    parallel = choose_algorithm(algorithm, emissions) == "parallel"
     if emissions.shape[1] == 0:
         return torch.zeros_like(emissions)
     with torch.no_grad():
+        if parallel:
+            post = _parallel_posteriors(emissions, mask, lengths, trans, start, end)
+            return post.unary.transpose(0, 1)
         log_space = _needs_log_space(emissions, mask, trans)
         unary = _posteriors(emissions, mask, lengths, trans, start, end, log_space).unary
     return unary.transpose(0, 1)
@@ -590,6 +899,7 @@ def segment_probabilities(
     not_before: Tensor | None = None,
     not_after: Tensor | None = None,
     constraints: CRFConstraints | None = None,
+    algorithm: str = "auto",
 ) -> Tensor:
     """Exact posterior probability of labelled segments, ``(N,)``.
 
@@ -600,11 +910,14 @@ def segment_probabilities(
     entity" is said in schemes whose tags do not close an entity themselves (e.g. BIO: the
     next tag is not I-X). Computed from the forward and backward vectors, not from token
     marginals; see ``SpanPosteriors`` to score several sets of segments of one batch.
+    ``algorithm`` as in ``log_partition``.
     """
     if batch_index.shape[0] == 0:
         dtype = _compute_dtype(emissions.dtype)
         return emissions.new_zeros((0,), dtype=dtype)
-    posteriors = SpanPosteriors(emissions, mask, transitions, start, end, constraints)
+    posteriors = SpanPosteriors(
+        emissions, mask, transitions, start, end, constraints, algorithm=algorithm
+    )
     return posteriors.probabilities(
         batch_index, begin, tags, not_before=not_before, not_after=not_after
     )
@@ -619,6 +932,7 @@ class SpanPosteriors:
     ``SEGMENT_CHUNK``, so the memory it needs is bounded whatever N is: all candidate spans
     of a 100,000-token document can be scored without a (tokens x span length x tags) block.
     ``log_z`` (float64) is the same batch's log partition, e.g. for best-path probabilities.
+    ``algorithm`` chooses the forward-backward scans as in ``log_partition``.
     """
 
     def __init__(
@@ -629,22 +943,31 @@ class SpanPosteriors:
         start: Tensor,
         end: Tensor,
         constraints: CRFConstraints | None = None,
+        *,
+        algorithm: str = "auto",
     ) -> None:
         emissions, mask, lengths, trans, start_, end_ = _prepare(
             emissions, mask, transitions, start, end, constraints
         )
+        parallel = choose_algorithm(algorithm, emissions) == "parallel"
         self.dtype = emissions.dtype
         self.lengths = lengths
         self._emissions = emissions
         self._trans, self._start, self._end = trans.double(), start_.double(), end_.double()
         if emissions.shape[1] == 0:  # only empty sequences: no segment, log Z = 0
             self.log_z = emissions.new_zeros(emissions.shape[0], dtype=torch.float64)
+            self.marginals = torch.zeros_like(emissions)
             self._alpha = self._beta_emit = emissions.new_zeros((0, *emissions.shape[::2]))
             return
         with torch.no_grad():
-            log_space = _needs_log_space(emissions, mask, trans)
-            post = _posteriors(emissions, mask, lengths, trans, start_, end_, log_space)
+            if parallel:
+                post = _parallel_posteriors(emissions, mask, lengths, trans, start_, end_)
+            else:
+                log_space = _needs_log_space(emissions, mask, trans)
+                post = _posteriors(emissions, mask, lengths, trans, start_, end_, log_space)
         self.log_z = post.log_z
+        # (B, T, K) posterior tag probabilities, 0 at padding (what ``marginals`` returns).
+        self.marginals = post.unary.transpose(0, 1)
         # Time-major (T, B, K) float64: alpha[t] (forward, emission at t included) and
         # beta[t] + e[t] (backward from the end, emission at t included). Written without
         # subtracting the emission, so a tag ruled out by e = -inf gives -inf, not NaN.
@@ -754,17 +1077,27 @@ class LinearChainCRF(nn.Module):
     def _params(self):
         return self.transitions, self.start_transitions, self.end_transitions
 
-    def forward(self, emissions, tags=None, mask=None, *, allowed=None, reduction="sum"):
+    def forward(
+        self, emissions, tags=None, mask=None, *, allowed=None, reduction="sum", algorithm="auto"
+    ):
         """The negative log-likelihood (see ``nll``); pytorch-crf's forward is its negation."""
-        return self.nll(emissions, tags, mask, allowed=allowed, reduction=reduction)
+        return self.nll(
+            emissions, tags, mask, allowed=allowed, reduction=reduction, algorithm=algorithm
+        )
 
-    def log_partition(self, emissions: Tensor, mask: Tensor | None = None) -> Tensor:
-        return log_partition(emissions, mask, *self._params(), self.constraints)
+    def log_partition(
+        self, emissions: Tensor, mask: Tensor | None = None, *, algorithm: str = "auto"
+    ) -> Tensor:
+        return log_partition(
+            emissions, mask, *self._params(), self.constraints, algorithm=algorithm
+        )
 
     def score(self, emissions: Tensor, tags: Tensor, mask: Tensor | None = None) -> Tensor:
         return gold_score(emissions, tags, mask, *self._params(), self.constraints)
 
-    def nll(self, emissions, tags=None, mask=None, *, allowed=None, reduction="sum") -> Tensor:
+    def nll(
+        self, emissions, tags=None, mask=None, *, allowed=None, reduction="sum", algorithm="auto"
+    ) -> Tensor:
         return nll(
             emissions,
             mask,
@@ -773,13 +1106,18 @@ class LinearChainCRF(nn.Module):
             allowed=allowed,
             constraints=self.constraints,
             reduction=reduction,
+            algorithm=algorithm,
         )
 
-    def decode(self, emissions: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return viterbi(emissions, mask, *self._params(), self.constraints)
+    def decode(
+        self, emissions: Tensor, mask: Tensor | None = None, *, algorithm: str = "auto"
+    ) -> tuple[Tensor, Tensor]:
+        return viterbi(emissions, mask, *self._params(), self.constraints, algorithm=algorithm)
 
     def nbest(self, emissions: Tensor, mask: Tensor | None = None, k: int = 5):
         return nbest(emissions, mask, *self._params(), k, self.constraints)
 
-    def marginals(self, emissions: Tensor, mask: Tensor | None = None) -> Tensor:
-        return marginals(emissions, mask, *self._params(), self.constraints)
+    def marginals(
+        self, emissions: Tensor, mask: Tensor | None = None, *, algorithm: str = "auto"
+    ) -> Tensor:
+        return marginals(emissions, mask, *self._params(), self.constraints, algorithm=algorithm)

@@ -9,8 +9,9 @@ sequence (a doc, or a sentence). This module
 * applies per-token allowed tags (e.g. no entity edge on a whitespace token) as -inf
   emissions, so that decoding finds the best *allowed* path and probabilities are
   normalised over the allowed paths only;
-* runs the loss, Viterbi, n-best and the probabilities of one batch, and copies the results
-  to the host once per batch.
+* builds one ``CRFBatch`` per batch (emissions padded once, the scans it has run cached) that
+  answers the loss, Viterbi, n-best, marginals and the path, entity and candidate
+  probabilities, and copies the results to the host once per batch.
 
 The CRF parameters are the Thinc params of ``layers.CRFLayer``, read through ``crf_params``.
 Torch is imported inside the functions, as in ``layers.py``.
@@ -104,6 +105,210 @@ def tempered(
 
 
 # --------------------------------------------------------------------------------------------
+# The batch object
+
+
+class CRFBatch:
+    """One padded batch of CRF sequences, built once and asked lazily for what is needed.
+
+    Like torch-struct's ``StructDistribution``: the flat emissions are padded (and the
+    per-token allowed tags applied) once, in ``__init__``; every scan is run at most once and
+    cached: the Viterbi scan (``viterbi``, ``path_log_prob``), the forward-backward pass
+    (``posteriors``: ``log_z``, ``marginals``, ``entity_probs``, ``candidates``) and, if no
+    forward-backward pass is needed, a forward-only log Z (``nbest``). Probabilities are those
+    of the CRF whose scores are divided by ``temperature`` (the paths do not depend on it).
+
+    Args:
+        crf: the ``CRFLayer`` whose params are the transitions, start and end scores.
+        flat_emissions: ``(N, K)`` emissions of every token of the batch.
+        segments: where each of the B sequences lies in the flat rows (``make_segments``).
+        constraints: allowed-move masks on the params' device, or None.
+        allowed: ``(N, K)`` bool, the tags each flat row may take (others get -inf).
+        temperature: divides every path score for the probabilities.
+        algorithm: ``"auto"``, ``"sequential"`` or ``"parallel"`` (see ``crf.choose_algorithm``).
+        requires_grad: keep the emissions and params in the graph (for ``nll``).
+    """
+
+    def __init__(
+        self,
+        crf: Model,
+        flat_emissions: Floats2d,
+        segments: Segments,
+        constraints: CRFConstraints | None = None,
+        *,
+        allowed: numpy.ndarray | None = None,
+        temperature: float = 1.0,
+        algorithm: str = "auto",
+        requires_grad: bool = False,
+    ) -> None:
+        self.segments = segments
+        self.constraints = constraints
+        self.temperature = temperature
+        self.algorithm = algorithm
+        self._flat = xp2torch(flat_emissions, requires_grad=requires_grad)
+        self._params = crf_params(crf, requires_grad=requires_grad)
+        self.emissions, self.mask = pad_emissions(self._flat, segments, allowed)
+        self._cache: dict[str, Any] = {}
+
+    def _cached(self, key: str, compute: Callable[[], Any]) -> Any:
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+    def _tempered(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        return self._cached(
+            "tempered",
+            lambda: tempered(
+                self.emissions.detach(), [p.detach() for p in self._params], self.temperature
+            ),
+        )
+
+    # Training
+
+    def nll(self, gold: numpy.ndarray) -> tuple[float, Floats2d, dict[str, Any]]:
+        """Summed negative log-likelihood of ``gold`` and its gradients (batch built with
+        ``requires_grad=True``; temperature 1).
+
+        Args:
+            gold: ``(B, T)`` tag ids aligned with ``segments.index``; -1 is a missing label
+                (any tag allowed there).
+
+        Returns:
+            The loss, its gradient w.r.t. the flat emissions ``(N, K)`` (0 in rows no sequence
+            uses) and the gradients of the CRF params by name, for ``crf.inc_grad``.
+
+        Raises:
+            NonFiniteLoss: some sequences have no path consistent with gold and constraints.
+        """
+        import torch
+
+        from .crf import nll
+
+        if not self._flat.requires_grad:
+            raise ValueError("CRFBatch.nll needs a batch built with requires_grad=True")
+        gold_t = torch.as_tensor(gold, device=self._flat.device)
+        kwargs = {"constraints": self.constraints, "reduction": "none", "algorithm": self.algorithm}
+        if bool((gold[self.segments.index >= 0] >= 0).all()):
+            losses = nll(
+                self.emissions, self.mask, *self._params, tags=gold_t.clamp(min=0), **kwargs
+            )
+        else:
+            tag_ids = torch.arange(self.emissions.shape[-1], device=self._flat.device)
+            allowed = (gold_t.unsqueeze(-1) == tag_ids) | (gold_t < 0).unsqueeze(-1)
+            losses = nll(self.emissions, self.mask, *self._params, allowed=allowed, **kwargs)
+        finite = torch.isfinite(losses)
+        if not bool(finite.all()):
+            raise NonFiniteLoss([int(i) for i in (~finite).nonzero().flatten()])
+        loss = losses.sum()
+        grads = torch.autograd.grad(loss, [self._flat, *self._params])
+        d_flat = torch2xp(grads[0])
+        param_grads = {name: torch2xp(g) for name, g in zip(CRF_PARAMS, grads[1:], strict=True)}
+        return float(loss.detach()), d_flat, param_grads
+
+    # Prediction
+
+    def _viterbi(self) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
+        from .crf import viterbi
+
+        def run():
+            with torch.no_grad():
+                params = [p.detach() for p in self._params]
+                return viterbi(
+                    self.emissions.detach(), self.mask, *params, self.constraints,
+                    algorithm=self.algorithm,
+                )  # fmt: skip
+
+        return self._cached("viterbi", run)
+
+    def viterbi(self) -> numpy.ndarray:
+        """Best paths ``(B, T)`` on the host, padded with -1 (copied once)."""
+        return self._cached("host_paths", lambda: self._viterbi()[0].cpu().numpy())
+
+    @property
+    def posteriors(self):
+        """The forward-backward pass of the tempered batch (``crf.SpanPosteriors``), cached."""
+        import torch
+
+        from .crf import SpanPosteriors
+
+        def run():
+            with torch.no_grad():
+                emissions, params = self._tempered()
+                return SpanPosteriors(
+                    emissions, self.mask, *params, self.constraints, algorithm=self.algorithm
+                )
+
+        return self._cached("posteriors", run)
+
+    def log_z(self) -> torch.Tensor:
+        """``(B,)`` float64 log partition of the tempered batch: from the forward-backward
+        pass if it has run, else from a forward scan only."""
+        import torch
+
+        from .crf import log_partition
+
+        if "posteriors" in self._cache:
+            return self._cache["posteriors"].log_z
+
+        def run():
+            with torch.no_grad():
+                emissions, params = self._tempered()
+                return log_partition(
+                    emissions, self.mask, *params, self.constraints, algorithm=self.algorithm
+                ).double()
+
+        return self._cached("log_z", run)
+
+    def marginals(self) -> torch.Tensor:
+        """Posterior tag probabilities ``(B, T, K)`` (0 at padding), from ``posteriors``."""
+        return self.posteriors.marginals
+
+    def path_log_prob(self) -> torch.Tensor:
+        """``(B,)`` float64 log probability of each row's Viterbi path. Its log Z is the
+        forward-backward pass's (``posteriors``), which the entity probabilities of the same
+        batch need anyway: asking for both runs the forward scan once."""
+        scores = self._viterbi()[1]
+        return scores.double() / self.temperature - self.posteriors.log_z
+
+    def nbest(self, k: int) -> tuple[numpy.ndarray, numpy.ndarray]:
+        """The ``k`` best paths ``(B, k, T)`` (-1 padding) and their probabilities ``(B, k)``
+        (0 beyond the number of allowed paths), on the host. n-best is always sequential."""
+        import torch
+
+        from .crf import nbest
+
+        with torch.no_grad():
+            params = [p.detach() for p in self._params]
+            paths, scores = nbest(self.emissions.detach(), self.mask, *params, k, self.constraints)
+            log_probs = scores.double() / self.temperature - self.log_z().unsqueeze(1)
+            probs = torch.exp(log_probs)
+        return paths.cpu().numpy(), probs.cpu().numpy()
+
+    def entity_probs(
+        self, scheme: Any, tag_names: Sequence[str], spans: Sequence[Entity]
+    ) -> numpy.ndarray:
+        """Exact probability ``(N,)`` of each labelled span ``(row, start, end, label)``."""
+        from .confidence import span_probabilities
+
+        probs = span_probabilities(self.posteriors, scheme, tag_names, spans)
+        return probs.double().cpu().numpy()
+
+    def candidates(
+        self, scheme: Any, tag_names: Sequence[str], request: CandidateRequest
+    ) -> list[tuple[int, int, int, str, float]]:
+        """Every span ``request`` asks for at or above its threshold:
+        ``(row, start, end, label, probability)``."""
+        from .confidence import candidate_probabilities
+
+        return candidate_probabilities(
+            self.posteriors, scheme, tag_names, request.labels, request.max_length,
+            request.threshold,
+        )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
 # Training
 
 
@@ -128,43 +333,8 @@ def crf_loss(
     tag allowed there). Returns the loss, its gradient w.r.t. the flat emissions (rows that no
     segment uses get 0) and the gradients of the CRF params, for ``crf.inc_grad``.
     """
-    import torch
-
-    from .crf import nll
-
-    flat = xp2torch(flat_emissions, requires_grad=True)
-    params = crf_params(crf, requires_grad=True)
-    emissions, mask = pad_emissions(flat, segments)
-    gold_t = torch.as_tensor(gold, device=flat.device)
-    if bool((gold[segments.index >= 0] >= 0).all()):
-        losses = nll(
-            emissions,
-            mask,
-            *params,
-            tags=gold_t.clamp(min=0),
-            constraints=constraints,
-            reduction="none",
-        )
-    else:
-        n_tags = emissions.shape[-1]
-        tag_ids = torch.arange(n_tags, device=flat.device)
-        allowed = (gold_t.unsqueeze(-1) == tag_ids) | (gold_t < 0).unsqueeze(-1)
-        losses = nll(
-            emissions,
-            mask,
-            *params,
-            allowed=allowed,
-            constraints=constraints,
-            reduction="none",
-        )
-    finite = torch.isfinite(losses)
-    if not bool(finite.all()):
-        raise NonFiniteLoss([int(i) for i in (~finite).nonzero().flatten()])
-    loss = losses.sum()
-    grads = torch.autograd.grad(loss, [flat, *params])
-    d_flat = torch2xp(grads[0])
-    param_grads = {name: torch2xp(g) for name, g in zip(CRF_PARAMS, grads[1:], strict=True)}
-    return float(loss.detach()), d_flat, param_grads
+    batch = CRFBatch(crf, flat_emissions, segments, constraints, requires_grad=True)
+    return batch.nll(gold)
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,38 +395,20 @@ def crf_decode_with_confidence(
     ``temperature``; the paths do not depend on it. ``allowed`` (N, K) bool restricts the
     tags of each flat row (see ``pad_emissions``).
     """
-    import torch
-
-    from .confidence import candidate_probabilities, span_probabilities
-    from .crf import SpanPosteriors, viterbi
-
-    with torch.no_grad():
-        flat = xp2torch(flat_emissions)
-        emissions, mask = pad_emissions(flat, segments, allowed)
-        params = crf_params(crf)
-        paths, scores = viterbi(emissions, mask, *params, constraints)
-        host_paths = paths.cpu().numpy()
-        if entities is None and candidates is None:
-            return Decoded(host_paths, None, None, None)
-        emissions, params = tempered(emissions, params, temperature)
-        posteriors = SpanPosteriors(emissions, mask, *params, constraints)
-        log_z = posteriors.log_z
-        path_probs = torch.exp(scores.double() / temperature - log_z).cpu().numpy()
-        entity_probs = None
-        if entities is not None:
-            spans = entities(host_paths)
-            entity_probs = span_probabilities(posteriors, scheme, tag_names, spans)
-            entity_probs = entity_probs.double().cpu().numpy()
-        found = None
-        if candidates is not None:
-            found = candidate_probabilities(
-                posteriors,
-                scheme,
-                tag_names,
-                candidates.labels,
-                candidates.max_length,
-                candidates.threshold,
-            )
+    batch = CRFBatch(
+        crf, flat_emissions, segments, constraints, allowed=allowed, temperature=temperature
+    )
+    host_paths = batch.viterbi()
+    if entities is None and candidates is None:
+        return Decoded(host_paths, None, None, None)
+    # One forward-backward pass serves the path, entity and candidate probabilities.
+    path_probs = numpy.exp(batch.path_log_prob().cpu().numpy())
+    entity_probs = None
+    if entities is not None:
+        entity_probs = batch.entity_probs(scheme, tag_names, entities(host_paths))
+    found = None
+    if candidates is not None:
+        found = batch.candidates(scheme, tag_names, candidates)
     return Decoded(host_paths, path_probs, entity_probs, found)
 
 
@@ -271,16 +423,7 @@ def crf_nbest(
 ) -> tuple[numpy.ndarray, numpy.ndarray]:
     """The ``k`` best paths of each row, ``(B, k, T)`` padded with -1, and their
     probabilities ``(B, k)`` (0 for ranks beyond the number of allowed paths)."""
-    import torch
-
-    from .crf import log_partition, nbest
-
-    with torch.no_grad():
-        emissions, mask = pad_emissions(xp2torch(flat_emissions), segments, allowed)
-        params = crf_params(crf)
-        paths, scores = nbest(emissions, mask, *params, k, constraints)
-        emissions, params = tempered(emissions, params, temperature)
-        log_z = log_partition(emissions, mask, *params, constraints)
-        scores = scores.double() / temperature
-        probs = torch.exp(scores - log_z.double().unsqueeze(1))
-    return paths.cpu().numpy(), probs.cpu().numpy()
+    batch = CRFBatch(
+        crf, flat_emissions, segments, constraints, allowed=allowed, temperature=temperature
+    )
+    return batch.nbest(k)

@@ -369,6 +369,7 @@ def test_state_dict_round_trip_keeps_constraints(tmp_path):
     assert torch.equal(model.decode(emissions)[0], loaded.decode(emissions)[0])
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_gpu_matches_cpu():
     emissions, mask, params, constraints = random_case(1, 8, 20, 6, True)
