@@ -26,6 +26,7 @@ import glob
 import gzip
 import hashlib
 import json
+import math
 import os
 import sys
 import time
@@ -653,8 +654,9 @@ def run_local(model: str, shards: ShardBatches, settings: Settings):
         "batch_size": settings.batch_size,
     }
     if settings.workers == 1:
-        annotator = Annotator(model, **options)
+        annotator = None  # loaded for the first pending shard: a finished run loads nothing
         for shard, positions in shards:
+            annotator = annotator or Annotator(model, **options)
             texts = [p.text for p in positions if p.error is None]
             yield shard, annotator.annotate(texts)  # type: ignore[arg-type]
         return
@@ -732,11 +734,20 @@ def run_ray(model: str, shards: ShardBatches, settings: Settings):
         if settings.ray_address:
             kwargs["address"] = settings.ray_address
         else:
+            # A private runtime on this machine: loopback only, and no usage report sent.
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+            kwargs["_node_ip_address"] = "127.0.0.1"
             kwargs["num_cpus"] = settings.workers
             if settings.gpus_per_worker:
-                kwargs["num_gpus"] = int(-(-settings.gpus_per_worker * settings.workers // 1))
+                kwargs["num_gpus"] = math.ceil(settings.gpus_per_worker * settings.workers)
         ray.init(**kwargs)
         started_here = True
+    import logging
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True
+    context.enable_progress_bars = False
     try:
         options = {
             "gpu_id": 0 if settings.gpus_per_worker > 0 else -1,
@@ -766,9 +777,8 @@ def _ray_window(ray: Any, model: str, shards: list[tuple[int, list[Position]]],
     ]
     results: dict[int, list] = {shard: [] for shard, _ in shards}
     if rows:
-        context = ray.data.DataContext.get_current()
-        context.execution_options.preserve_order = True
-        dataset = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // 256)))
+        blocks = max(2 * settings.workers, -(-len(rows) // settings.chunk_size))
+        dataset = ray.data.from_items(rows, override_num_blocks=min(len(rows), blocks))
         annotated = dataset.map_batches(
             RayAnnotator,
             fn_constructor_args=(model, options),
