@@ -1,12 +1,14 @@
-"""Throughput of ``annotate``: plain ``nlp.pipe`` loop vs the local engine (1 and 2 workers)
-vs Ray Data (2 actors), on short documents made of the shipped sample's CoNLL sentences.
+"""Throughput of ``annotate``: a plain ``nlp.pipe`` loop (``n_process`` 1 and 2) vs the local
+engine (1 and 2 workers) vs Ray Data (2 actors), on short documents made of the shipped
+sample's CoNLL sentences.
 
     python benchmarks/annotate_scale.py [--docs 50000] [--model DIR] [--modes pipe,local1,...]
 
 Each mode runs in its own subprocess (so that peak RSS is that mode's): wall time includes
 loading the model and, for ``annotate``, hashing the inputs and writing the shards. Peak RSS
-per worker is the main process's for ``pipe``/``local1``, the largest child's for ``local2``
-(``RUSAGE_CHILDREN``), and the largest Ray actor's high-water mark (``VmHWM``) for ``ray2``.
+per worker is the main process's for ``pipe``/``local1``, the largest child's for ``pipe2``/
+``local2`` (``RUSAGE_CHILDREN``), and the largest Ray actor's high-water mark (``VmHWM``) for
+``ray2``.
 Without ``--model``, a crf_ner with the factory's default (BiLSTM) model is trained for a few
 steps on the sample (its accuracy does not matter for speed).
 """
@@ -25,7 +27,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODES = ("pipe", "local1", "local2", "ray2")
+MODES = ("pipe", "pipe2", "local1", "local2", "ray2")
 
 
 def conll_sentences() -> list[tuple[str, list[tuple[int, int, str]]]]:
@@ -94,12 +96,12 @@ def run_mode(mode: str, model: str, data: str, n_docs: int) -> dict:
 
     began = time.perf_counter()
     peak: dict[str, int] = {}
-    if mode == "pipe":
+    if mode in ("pipe", "pipe2"):
         from spacy_crf_ner.loaders import load_pipeline
 
         nlp = load_pipeline(model)
         texts = (json.loads(line)["text"] for line in open(data, encoding="utf8"))
-        n = sum(1 for _ in nlp.pipe(texts))
+        n = sum(1 for _ in nlp.pipe(texts, n_process=2 if mode == "pipe2" else 1))
         assert n == n_docs
     else:
         workers = int(mode[-1])
@@ -116,7 +118,7 @@ def run_mode(mode: str, model: str, data: str, n_docs: int) -> dict:
     seconds = time.perf_counter() - began
     if mode in ("pipe", "local1"):
         rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    elif mode == "local2":
+    elif mode in ("local2", "pipe2"):
         rss_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     else:
         rss_kb = peak.get("kb", 0)
@@ -164,6 +166,9 @@ def main() -> None:
     if "local2" in results and "ray2" in results:
         overhead = 1 - results["ray2"]["docs_per_s"] / results["local2"]["docs_per_s"]
         print(f"ray 2 actors vs local 2 workers: {overhead:+.0%} slower")
+    if "pipe" in results and "pipe2" in results:
+        ratio = results["pipe2"]["docs_per_s"] / results["pipe"]["docs_per_s"]
+        print(f"nlp.pipe n_process=2 / n_process=1: {ratio:.2f}x")
     if "pipe" in results and "local1" in results:
         ratio = results["local1"]["docs_per_s"] / results["pipe"]["docs_per_s"]
         print(f"local 1 worker / plain nlp.pipe loop: {ratio:.2f}x")

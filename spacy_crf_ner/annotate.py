@@ -510,6 +510,9 @@ def annotate(
     output.mkdir(parents=True, exist_ok=True)
     for stale in output.glob(".shard-*.tmp"):  # partial shards of an interrupted run
         stale.unlink()
+    # A done shard whose file is gone (deleted, or on storage that lost it) is redone.
+    for key in [k for k, info in manifest["done"].items() if not (output / info["file"]).is_file()]:
+        del manifest["done"][key]
     done = {int(k) for k in manifest["done"]}
     write_atomic(output / MANIFEST, json.dumps(manifest, indent=1, ensure_ascii=False))
     summary = Summary(output, shards=n_shards, shards_skipped=len(done))

@@ -182,11 +182,17 @@ def test_changed_model_or_settings_refused_on_resume_unless_restart(
     assert invoke(*args).exit_code == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     assert_user_error(invoke(*args, "--shard-size", "7"), out, "settings", "--restart")
-    meta = json.loads((model / "meta.json").read_text())
+    original_meta = (model / "meta.json").read_bytes()
+    meta = json.loads(original_meta)
     meta["version"] = "0.0.2"
     (model / "meta.json").write_text(json.dumps(meta))
     assert_user_error(invoke(*args), out, "model", "--restart")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing touched
+    # A done shard whose file was deleted is redone by a rerun (same model and settings).
+    (model / "meta.json").write_bytes(original_meta)
+    (out / "shard-00000.jsonl").unlink()
+    assert invoke(*args).exit_code == 0
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     result = invoke(*args, "--restart", "--shard-size", "50")
     assert result.exit_code == 0, result.output
     assert len(read_shards(out)) == len(corpus["texts"])
