@@ -650,7 +650,7 @@ def _chunks(shard: int, positions: list[Position], size: int) -> Iterator[list[s
 
 def run_local(model: str, shards: ShardBatches, settings: Settings):
     """Annotate shard by shard: in this process (one worker) or in worker processes that each
-    load the pipeline once; at most 2 chunks per worker in flight (memory stays bounded)."""
+    load the pipeline once; at most two shards of texts in flight (memory stays bounded)."""
     options = {
         "gpu_id": settings.gpu_id,
         "entity_probs": settings.entity_probs,
@@ -671,14 +671,19 @@ def run_local(model: str, shards: ShardBatches, settings: Settings):
     context = multiprocessing.get_context(method)
     size = settings.chunk_size
     with ProcessPoolExecutor(settings.workers, mp_context=context) as pool:
-        pending: deque = deque()  # (shard, n_chunks, [futures]) in input order
+        pending: deque = deque()  # (shard, [futures]) in input order
         limit = 2 * settings.workers
 
         def in_flight() -> int:
             return sum(len(futures) for _, futures in pending)
 
         def drain(keep: int):
-            while pending and in_flight() > keep:
+            # The next shard is submitted before the oldest is collected and written, so the
+            # workers do not wait while this process writes a shard and reads the next one.
+            # A negative ``keep`` drains everything (the end of the input).
+            while pending and (
+                keep < 0 or len(pending) > keep or (len(pending) > 1 and in_flight() > keep)
+            ):
                 shard, futures = pending[0]
                 results: list = []
                 for future in futures:
