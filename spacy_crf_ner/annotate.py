@@ -508,8 +508,11 @@ def annotate(
         "gpus_per_worker": settings.gpus_per_worker,
     }
     output.mkdir(parents=True, exist_ok=True)
-    for stale in output.glob(".shard-*.tmp"):  # partial shards of an interrupted run
-        stale.unlink()
+    # Temporary files of an interrupted run: partial shards, a manifest or errors.jsonl
+    # being written (write_atomic's hidden names).
+    for pattern in (".shard-*.tmp", f".{MANIFEST}.*.tmp", f".{ERRORS}.*.tmp"):
+        for stale in output.glob(pattern):
+            stale.unlink()
     # A done shard whose file is gone (deleted, or on storage that lost it) is redone.
     for key in [k for k, info in manifest["done"].items() if not (output / info["file"]).is_file()]:
         del manifest["done"][key]

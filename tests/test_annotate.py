@@ -260,6 +260,9 @@ def test_sigkill_mid_run_then_rerun_gives_every_id_exactly_once(
     # Done shards are kept as they are (same file, not rewritten) by the rerun.
     inodes = {info["file"]: (out / info["file"]).stat().st_ino for info in done.values()}
     assert 3 <= done_before < n_docs // 50
+    # As if the kill had also hit the writes of a shard and of the manifest.
+    (out / ".shard-00059.jsonl.tmp").write_text('{"id": "partial"')
+    (out / ".manifest.json.12345.tmp").write_text("{")
     rerun = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     assert f"{done_before} done before" in " ".join(rerun.stdout.split())
