@@ -8,6 +8,7 @@ wrappers; the work is done by library functions outside this package.
 from __future__ import annotations
 
 from ._util import COMMAND, NAME, app
+from .annotate import annotate_cli
 from .calibrate import calibrate_cli
 from .convert import convert_cli
 from .evaluate import evaluate_cli
@@ -18,6 +19,7 @@ from .render import render_cli
 __all__ = [
     "app",
     "main",
+    "annotate_cli",
     "calibrate_cli",
     "convert_cli",
     "evaluate_cli",

@@ -1,0 +1,178 @@
+"""Throughput of ``annotate``: a plain ``nlp.pipe`` loop (``n_process`` 1 and 2) vs the local
+engine (1 and 2 workers) vs Ray Data (2 actors), on short documents made of the shipped
+sample's CoNLL sentences.
+
+    python benchmarks/annotate_scale.py [--docs 50000] [--model DIR] [--modes pipe,local1,...]
+
+Each mode runs in its own subprocess (so that peak RSS is that mode's): wall time includes
+loading the model and, for ``annotate``, hashing the inputs and writing the shards. Peak RSS
+per worker is the main process's for ``pipe``/``local1``, the largest child's for ``pipe2``/
+``local2`` (``RUSAGE_CHILDREN``), and the largest Ray actor's high-water mark (``VmHWM``) for
+``ray2``.
+Without ``--model``, a crf_ner with the factory's default (BiLSTM) model is trained for a few
+steps on the sample (its accuracy does not matter for speed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MODES = ("pipe", "pipe2", "local1", "local2", "ray2")
+
+
+def conll_sentences() -> list[tuple[str, list[tuple[int, int, str]]]]:
+    """(text, entities) of every sentence of the sample's train and dev IOB files."""
+    out = []
+    for name in ("train.iob", "dev.iob"):
+        words: list[tuple[str, str]] = []
+        lines = (ROOT / "assets" / "en_sample" / name).read_text(encoding="utf8").splitlines()
+        for line in [*lines, ""]:
+            if line.strip() and not line.startswith("-DOCSTART-"):
+                words.append((line.split()[0], line.split()[-1]))
+                continue
+            if words:
+                text, ents, pos, cur = "", [], 0, None
+                for word, tag in words:
+                    start = len(text) + (1 if text else 0)
+                    text = f"{text} {word}" if text else word
+                    if tag.startswith("B-") or (tag.startswith("I-") and cur is None):
+                        cur = [start, start + len(word), tag[2:]]
+                        ents.append(cur)
+                    elif tag.startswith("I-") and cur is not None:
+                        cur[1] = start + len(word)
+                    else:
+                        cur = None
+                    pos += 1
+                out.append((text, [tuple(e) for e in ents]))
+            words = []
+    return out
+
+
+def train_model(path: Path) -> None:
+    import spacy
+    from spacy.training import Example
+
+    spacy.util.fix_random_seed(0)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("crf_ner")
+    data = conll_sentences()[:200]
+    examples = [Example.from_dict(nlp.make_doc(t), {"entities": e}) for t, e in data]
+    optimizer = nlp.initialize(get_examples=lambda: examples)
+    for _ in range(3):
+        nlp.update(examples, sgd=optimizer)
+    nlp.to_disk(path)
+
+
+def hwm_sampler(stop: threading.Event, peak: dict[str, int]) -> None:
+    """Largest VmHWM (kB) of any Ray actor running the pipeline, sampled every 0.2 s."""
+    while not stop.wait(0.2):
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if b"RayAnnotator" not in (entry / "cmdline").read_bytes():
+                    continue
+                for line in (entry / "status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak["kb"] = max(peak.get("kb", 0), int(line.split()[1]))
+            except OSError:
+                continue
+
+
+def run_mode(mode: str, model: str, data: str, n_docs: int) -> dict:
+    """One measurement, in this (fresh) process."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from spacy_crf_ner.annotate import Settings, annotate
+
+    began = time.perf_counter()
+    peak: dict[str, int] = {}
+    if mode in ("pipe", "pipe2"):
+        from spacy_crf_ner.loaders import load_pipeline
+
+        nlp = load_pipeline(model)
+        texts = (json.loads(line)["text"] for line in open(data, encoding="utf8"))
+        n = sum(1 for _ in nlp.pipe(texts, n_process=2 if mode == "pipe2" else 1))
+        assert n == n_docs
+    else:
+        workers = int(mode[-1])
+        engine = "ray" if mode.startswith("ray") else "local"
+        stop = threading.Event()
+        sampler = threading.Thread(target=hwm_sampler, args=(stop, peak), daemon=True)
+        if engine == "ray":
+            sampler.start()
+        with tempfile.TemporaryDirectory() as out:
+            settings = Settings(engine=engine, workers=workers, progress=False)
+            summary = annotate(model, [data], Path(out) / "run", settings)
+            assert summary.docs == n_docs
+        stop.set()
+    seconds = time.perf_counter() - began
+    if mode in ("pipe", "local1"):
+        rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    elif mode in ("local2", "pipe2"):
+        rss_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    else:
+        rss_kb = peak.get("kb", 0)
+    return {"mode": mode, "seconds": round(seconds, 2), "docs_per_s": round(n_docs / seconds, 1),
+            "peak_rss_mb_per_worker": round(rss_kb / 1024, 1)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--docs", type=int, default=50_000)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--one", nargs=3, metavar=("MODE", "MODEL", "DATA"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        mode, model, data = args.one
+        print(json.dumps(run_mode(mode, model, data, args.docs)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model
+        if model is None:
+            model = str(Path(tmp) / "model")
+            train_model(Path(model))
+        sentences = [text for text, _ in conll_sentences()]
+        data = Path(tmp) / "docs.jsonl"
+        with data.open("w", encoding="utf8") as stream:
+            for i in range(args.docs):
+                stream.write(json.dumps({"id": i, "text": sentences[i % len(sentences)]}) + "\n")
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+        results = {}
+        for mode in args.modes.split(","):
+            one = ["--one", mode, model, str(data)]
+            proc = subprocess.run(
+                [sys.executable, __file__, "--docs", str(args.docs), *one],
+                capture_output=True, text=True, env=env, check=False,
+            )  # fmt: skip
+            if proc.returncode:
+                print(f"{mode}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+                continue
+            results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+            print(json.dumps(results[mode]), flush=True)
+    if "local1" in results and "local2" in results:
+        speedup = results["local2"]["docs_per_s"] / results["local1"]["docs_per_s"]
+        print(f"local 2 workers / 1 worker: {speedup:.2f}x (efficiency {speedup / 2:.0%})")
+    if "local2" in results and "ray2" in results:
+        overhead = 1 - results["ray2"]["docs_per_s"] / results["local2"]["docs_per_s"]
+        print(f"ray 2 actors vs local 2 workers: {overhead:+.0%} slower")
+    if "pipe" in results and "pipe2" in results:
+        ratio = results["pipe2"]["docs_per_s"] / results["pipe"]["docs_per_s"]
+        print(f"nlp.pipe n_process=2 / n_process=1: {ratio:.2f}x")
+    if "pipe" in results and "local1" in results:
+        ratio = results["local1"]["docs_per_s"] / results["pipe"]["docs_per_s"]
+        print(f"local 1 worker / plain nlp.pipe loop: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
