@@ -13,6 +13,7 @@ import sys
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
@@ -52,6 +53,14 @@ ModelArg = Annotated[
     typer.Argument(
         metavar="MODEL",
         help="Trained pipeline: a directory (e.g. training/model-best) or an installed package.",
+        show_default=False,
+    ),
+]
+GoldDataArg = Annotated[
+    Path,
+    typer.Argument(
+        metavar="DATA",
+        help="Gold docs: a .spacy DocBin or a directory of them.",
         show_default=False,
     ),
 ]

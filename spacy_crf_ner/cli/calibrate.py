@@ -15,6 +15,7 @@ from ..calibrate import (
     save_with_temperature,
 )
 from ._util import (
+    GoldDataArg,
     GpuIdOpt,
     ModelArg,
     VerboseOpt,
@@ -31,14 +32,7 @@ from ._util import (
 @app.command("calibrate")
 def calibrate_cli(
     model: ModelArg,
-    data: Annotated[
-        Path,
-        typer.Argument(
-            metavar="DATA",
-            help="Gold dev data: a .spacy file or a directory of them.",
-            show_default=False,
-        ),
-    ],
+    data: GoldDataArg,
     output: Annotated[
         Path | None,
         typer.Option(

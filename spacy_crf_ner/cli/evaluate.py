@@ -9,20 +9,13 @@ import typer
 from wasabi import msg
 
 from ..evaluate import CONFUSION_PLOT_FILE, F1_PLOT_FILE, SCORES_FILE, format_table, run_evaluation
-from ._util import BatchSizeOpt, GpuIdOpt, ModelArg, VerboseOpt, app, user_errors
+from ._util import BatchSizeOpt, GoldDataArg, GpuIdOpt, ModelArg, VerboseOpt, app, user_errors
 
 
 @app.command("evaluate")
 def evaluate_cli(
     model: ModelArg,
-    data: Annotated[
-        Path,
-        typer.Argument(
-            metavar="DATA",
-            help="Gold docs: a .spacy DocBin or a directory of them.",
-            show_default=False,
-        ),
-    ],
+    data: GoldDataArg,
     output: Annotated[
         Path | None,
         typer.Option(
