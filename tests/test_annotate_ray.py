@@ -18,6 +18,9 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 
+# A Ray runtime starts and stops (~80 s for the module): not in the quick set.
+pytestmark = pytest.mark.slow
+
 from spacy_crf_ner.annotate import Settings, annotate  # noqa: E402
 
 N_DOCS = 400

@@ -175,7 +175,12 @@ def test_segment_probabilities_agree_with_brute_force(seed, constrained):
 
 @pytest.mark.parametrize(
     "seed,batch,length,num_tags",
-    [(0, 6, 37, 5), (1, 4, 512, 9), (2, 3, 2048, 5), (3, 5, 1000, 17)],
+    [
+        (0, 6, 37, 5),
+        pytest.param(1, 4, 512, 9, marks=pytest.mark.slow),
+        pytest.param(2, 3, 2048, 5, marks=pytest.mark.slow),
+        pytest.param(3, 5, 1000, 17, marks=pytest.mark.slow),
+    ],
 )
 def test_parallel_agrees_with_sequential_on_long_ragged_batches(seed, batch, length, num_tags):
     emissions, mask, params, constraints = random_case(seed, batch, length, num_tags, True)
@@ -239,6 +244,7 @@ def test_parallel_viterbi_breaks_ties_into_a_valid_best_path():
         assert (paths[b, n:] == -1).all()
 
 
+@pytest.mark.slow
 def test_parallel_is_stable_on_long_sequences_with_huge_emissions():
     names = get_scheme("BILUO").tag_names(["A", "B"])
     model = LinearChainCRF(len(names), get_scheme("BILUO").allowed_transitions(names))
