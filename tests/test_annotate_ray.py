@@ -108,15 +108,12 @@ def test_actor_killed_mid_run_loses_and_duplicates_nothing(
     thread = threading.Thread(target=run)
     thread.start()
     killed = None
-    manifest = out / "manifest.json"
-    # Wait (for events, not a time) until the run has written a shard and an actor is
-    # alive, then SIGKILL that actor: Ray restarts it and retries its task.
+    # Wait (for events, not a time) until an actor is alive, then SIGKILL it: Ray restarts it
+    # and retries its task. Not "after the first shard is written": the driver writes a shard
+    # only once its rows have come back, and by then the actors of a small run may be gone
+    # (a race that can end the run before any kill; one unreproduced failure was seen).
     while thread.is_alive() and killed is None:
-        try:
-            done = len(json.loads(manifest.read_text())["done"]) if manifest.is_file() else 0
-        except ValueError:
-            done = 0
-        pids = annotator_pids() if done >= 1 else []
+        pids = annotator_pids()
         if pids:
             os.kill(pids[0], signal.SIGKILL)
             killed = pids[0]
