@@ -64,7 +64,8 @@ def make_case(batch: int, length: int, tags: int, device: str, seed: int = 0):
     return emissions.to(device), mask.to(device), tags_.to(device)
 
 
-def bench_shape(shape, device: str, warmup: int, repeats: int) -> dict:
+def make_pair(shape, device: str):
+    """A random case and our CRF and pytorch-crf's with the same parameters."""
     from torchcrf import CRF
 
     batch, length, num_tags = shape
@@ -75,6 +76,12 @@ def bench_shape(shape, device: str, warmup: int, repeats: int) -> dict:
         theirs.transitions.copy_(ours.transitions)
         theirs.start_transitions.copy_(ours.start_transitions)
         theirs.end_transitions.copy_(ours.end_transitions)
+    return emissions, mask, tags, ours, theirs
+
+
+def bench_shape(shape, device: str, warmup: int, repeats: int) -> dict:
+
+    emissions, mask, tags, ours, theirs = make_pair(shape, device)
     leaf = emissions.clone().requires_grad_(True)
 
     def ours_nll():
@@ -98,18 +105,9 @@ def bench_shape(shape, device: str, warmup: int, repeats: int) -> dict:
 
 def bench_algorithms(shape, device: str, warmup: int, repeats: int) -> dict:
     """Median ms of pytorch-crf and of our two algorithms at one ``(B, T, K)`` shape."""
-    from torchcrf import CRF
-
     from spacy_crf_ner.crf import choose_algorithm
 
-    batch, length, num_tags = shape
-    emissions, mask, tags = make_case(batch, length, num_tags, device)
-    ours = LinearChainCRF(num_tags).to(device)
-    theirs = CRF(num_tags, batch_first=True).to(device)
-    with torch.no_grad():
-        theirs.transitions.copy_(ours.transitions)
-        theirs.start_transitions.copy_(ours.start_transitions)
-        theirs.end_transitions.copy_(ours.end_transitions)
+    emissions, mask, tags, ours, theirs = make_pair(shape, device)
     leaf = emissions.clone().requires_grad_(True)
 
     def time_it(fn):

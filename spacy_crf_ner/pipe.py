@@ -603,11 +603,7 @@ class CRFEntityRecognizer(TrainablePipe):
         emissions, backprop = self.model.begin_update([eg.predicted for eg in examples])
         loss, d_emissions, param_grads = self._loss(examples, emissions, golds)
         backprop(d_emissions)
-        crf = self.model.get_ref("crf")
-        for name, grad in param_grads.items():
-            crf.inc_grad(name, grad)
-        if sgd not in (None, False):
-            self.finish_update(sgd)
+        self._step(param_grads, sgd)
         losses[self.name] += loss
         self.cfg["trained_constrained"] = self.constrained
         return losses
@@ -656,12 +652,18 @@ class CRFEntityRecognizer(TrainablePipe):
             crf, ops.flatten(emissions), segments, tutor_paths, constraints
         )
         backprop(ops.unflatten(d_flat, numpy.asarray([len(doc) for doc in docs])))
-        for name, grad in param_grads.items():
+        self._step(param_grads, sgd)
+        losses[self.name] += loss
+        return losses
+
+    def _step(self, crf_grads: dict[str, Any], sgd: Optimizer | None) -> None:
+        """Add the CRF parameters' gradients (computed outside Thinc) and, with an
+        optimizer, step the whole model."""
+        crf = self.model.get_ref("crf")
+        for name, grad in crf_grads.items():
             crf.inc_grad(name, grad)
         if sgd not in (None, False):
             self.finish_update(sgd)
-        losses[self.name] += loss
-        return losses
 
     def get_loss(
         self, examples: Iterable[Example], scores: list[Floats2d]
