@@ -8,6 +8,7 @@ import each other (or any helper module), so the suite runs from any folder, wit
 * ``small_model``: a small BiLSTM ``CRFTagger.v1`` config, for tests that train their own.
 * ``overfit``: a small crf_ner overfitted on ``en_train_data`` (session-wide, read-only:
   a test that switches a setting on restores it in a ``finally``).
+* ``over_confident_gold``: gold docs on which ``overfit`` is over-confident (calibration).
 * ``tiny_bert``: a tiny random BERT written to a temporary folder, for offline transformer
   tests.
 
@@ -124,6 +125,23 @@ def overfit():
     for _ in range(80):
         nlp.update(examples, sgd=optimizer)
     return nlp, examples
+
+
+@pytest.fixture(scope="session")
+def over_confident_gold(overfit) -> list:
+    """Gold docs on which ``overfit`` is over-confident: its training docs (predicted right)
+    and copies whose entities are all relabelled MISC (predicted wrong with the same high
+    confidence). For calibration tests; read-only."""
+    from spacy.tokens import Span
+
+    _, examples = overfit
+    gold = [eg.reference for eg in examples]
+    relabelled = []
+    for doc in gold:
+        copy_ = doc.copy()
+        copy_.set_ents([Span(copy_, e.start, e.end, label="MISC") for e in doc.ents])
+        relabelled.append(copy_)
+    return gold + relabelled
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import spacy
-from spacy.tokens import Doc, DocBin, Span
+from spacy.tokens import Doc, DocBin
 from spacy.training import Example
 from typer.testing import CliRunner
 
@@ -348,28 +348,18 @@ def test_evaluate_gpu_id_minus_one_and_errors(trained: dict[str, Any], tmp_path:
 # -------------------------------------------------------------------- calibrate
 
 
-def calibration_gold(examples: list[Example]) -> list[Doc]:
-    """The training docs (predicted right), and copies whose gold labels are all changed
-    (predicted wrong with the same high confidence): an over-confident model on this set."""
-    gold = [eg.reference for eg in examples]
-    relabelled = []
-    for doc in gold:
-        copy = doc.copy()
-        copy.set_ents([Span(copy, e.start, e.end, label="MISC") for e in doc.ents])
-        relabelled.append(copy)
-    return gold + relabelled
-
-
 def snapshot(folder: Path) -> dict[Path, bytes]:
     return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
-def test_calibrate_cli_writes_a_copy(trained: dict[str, Any], tmp_path: Path) -> None:
+def test_calibrate_cli_writes_a_copy(
+    trained: dict[str, Any], over_confident_gold: list, tmp_path: Path
+) -> None:
     """Moved from test_confidence.py, where it passed only with that module's fixture state."""
     nlp, examples = trained["nlp"], trained["examples"]
     nlp.to_disk(tmp_path / "model")
     before = snapshot(tmp_path / "model")
-    DocBin(docs=calibration_gold(examples)).to_disk(tmp_path / "dev.spacy")
+    DocBin(docs=over_confident_gold).to_disk(tmp_path / "dev.spacy")
     args = ["calibrate", tmp_path / "model", tmp_path / "dev.spacy"]
     result = invoke(*args, "--output", tmp_path / "calibrated", "--component", "crf_ner")
     assert result.exit_code == 0, result.output

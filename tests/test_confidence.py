@@ -521,21 +521,7 @@ def test_log_loss_and_ece_hand_computed():
     assert expected_calibration_error(numpy.array([]), numpy.array([])) == 0.0
 
 
-def _calibration_gold(nlp, examples):
-    """The training docs (predicted right), and copies whose gold labels are all changed
-    (predicted wrong with the same high confidence): an over-confident model on this set."""
-    from spacy.tokens import Span
-
-    gold = [eg.reference for eg in examples]
-    relabelled = []
-    for doc in gold:
-        copy = doc.copy()
-        copy.set_ents([Span(copy, e.start, e.end, label="MISC") for e in doc.ents])
-        relabelled.append(copy)
-    return gold + relabelled
-
-
-def test_fit_temperature_softens_an_over_confident_model(overfit):
+def test_fit_temperature_softens_an_over_confident_model(overfit, over_confident_gold):
     """Half the dev entities are right, all predicted with near-certainty: the fitted
     temperature is > 1, and its log-loss, recomputed here from the pipeline's own
     probabilities at that temperature, is lower than at T = 1 and at its grid neighbours."""
@@ -543,7 +529,7 @@ def test_fit_temperature_softens_an_over_confident_model(overfit):
 
     nlp, examples = overfit
     ner = nlp.get_pipe("crf_ner")
-    gold = _calibration_gold(nlp, examples)
+    gold = over_confident_gold
     result = fit_temperature(nlp, gold)
     assert ner.temperature == 1.0 and ner.entity_probs is False  # restored
     assert result.accuracy == pytest.approx(0.5)
