@@ -198,7 +198,13 @@ class CRFBatch:
             losses = nll(self.emissions, self.mask, *self._params, allowed=allowed, **kwargs)
         finite = torch.isfinite(losses)
         if not bool(finite.all()):
-            raise NonFiniteLoss([int(i) for i in (~finite).nonzero().flatten()])
+            # Two causes: gold tags the constraints (or a -inf transition) rule out, or a
+            # model whose scores are NaN/+inf (training diverged). The messages differ.
+            scores_finite = bool(torch.isfinite(self.emissions).all()) and not any(
+                bool((p.isnan() | (p == float("inf"))).any()) for p in self._params
+            )
+            rows = [int(i) for i in (~finite).nonzero().flatten()]
+            raise NonFiniteLoss(rows, scores_finite=scores_finite)
         loss = losses.sum()
         grads = torch.autograd.grad(loss, [self._flat, *self._params])
         d_flat = torch2xp(grads[0])
@@ -313,11 +319,13 @@ class CRFBatch:
 
 
 class NonFiniteLoss(ValueError):
-    """Some sequences have no path consistent with their gold tags and the constraints."""
+    """Some sequences have a non-finite loss: no path consistent with their gold tags and
+    the constraints (``scores_finite``), or non-finite emission/transition scores."""
 
-    def __init__(self, rows: list[int]) -> None:
-        super().__init__(f"infinite CRF loss for sequences {rows}")
+    def __init__(self, rows: list[int], scores_finite: bool = True) -> None:
+        super().__init__(f"non-finite CRF loss for sequences {rows}")
         self.rows = rows
+        self.scores_finite = scores_finite
 
 
 def crf_loss(

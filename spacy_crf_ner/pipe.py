@@ -322,11 +322,25 @@ class CRFEntityRecognizer(TrainablePipe):
         doc_sample = [eg.predicted for eg in islice(get_examples(), 10)]
         if not doc_sample:
             raise ValueError(Errors.E923.format(name=self.name))
+        self._require_static_vectors()
         self.model.initialize(X=doc_sample)
         self._store_labels_with_model()
         self.cfg["trained_constrained"] = self.constrained
         self.cfg.pop("untrained_labels", None)
         self._rehearsal_model = None
+
+    def _require_static_vectors(self) -> None:
+        """Static vectors need a vectors table: without one spaCy's StaticVectors layer fails
+        later with an IndexError from deep inside numpy, so say what is missing here."""
+        uses_vectors = any(node.name == "static_vectors" for node in self.model.walk())
+        if uses_vectors and self.vocab.vectors.shape[0] == 0:
+            raise ValueError(
+                f"[crf_ner] The model of component '{self.name}' uses static vectors "
+                "(include_static_vectors = true) but the pipeline has no vectors table. Set "
+                "[initialize] vectors to a pipeline or directory with vectors (e.g. "
+                "'en_core_web_lg', or the output of 'spacy init vectors'), or set "
+                "include_static_vectors = false."
+            )
 
     # ------------------------------------------------------------------ prediction
     def predict(self, docs: Iterable[Doc]) -> "list[Ints1d] | CRFPredictions":
@@ -701,6 +715,13 @@ class CRFEntityRecognizer(TrainablePipe):
             )
         except NonFiniteLoss as err:
             doc = docs[where[err.rows[0]][0]]
+            if not err.scores_finite:
+                raise ValueError(
+                    f"[crf_ner] Component '{self.name}': the model's scores are not finite "
+                    f"(NaN or infinity) in a batch with the doc starting '{_doc_start(doc)}': "
+                    "training diverged. Lower the learning rate, keep gradient clipping on "
+                    "([training.optimizer] grad_clip), or use mixed precision only on a GPU."
+                ) from None
             raise ValueError(
                 f"[crf_ner] Component '{self.name}': the gold entities of the doc starting "
                 f"'{_doc_start(doc)}' are not a valid {self.scheme.name} tag sequence within "

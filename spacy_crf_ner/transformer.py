@@ -242,7 +242,9 @@ def _transformer_model(nlp: Language, component: str) -> Any:
             f"[crf_ner] configure_transformer: no component '{component}' in the pipeline "
             f"{nlp.pipe_names}; set its 'component' to the transformer component's name."
         )
-    model = nlp.get_pipe(component).model
+    # A component without a model (a sentencizer, say) must get the same error as one with
+    # a model that is not a transformer, not an AttributeError.
+    model = getattr(nlp.get_pipe(component), "model", None)
     if getattr(model, "transformer", None) is None:
         raise ValueError(
             f"[crf_ner] configure_transformer: component '{component}' has no loaded "

@@ -129,3 +129,11 @@ def test_static_vectors(small_model, en_train_data, tmp_path):
     nlp.vocab.set_vector("London", rng.normal(size=16).astype("float32") * 3)
     after = ner.model.predict([nlp.make_doc("I like London and Berlin.")])[0]
     assert not numpy.allclose(before[2], after[2])
+
+
+def test_static_vectors_without_a_vectors_table(small_model, en_train_data):
+    """include_static_vectors on a pipeline without vectors: one error that says what is
+    missing at initialize, not spaCy's IndexError at the first prediction."""
+    nlp, examples = make(small_model, en_train_data, include_static_vectors=True)
+    with pytest.raises(ValueError, match="uses static vectors .* has no vectors table"):
+        nlp.initialize(get_examples=lambda: examples)

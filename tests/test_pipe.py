@@ -676,3 +676,16 @@ def test_registrations_do_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_diverged_scores_error(make_nlp, make_examples):
+    """NaN weights (training diverged) are named as such, not blamed on the gold tags."""
+    nlp, ner = make_nlp()
+    examples = make_examples(nlp)
+    nlp.initialize(get_examples=lambda: examples)
+    output = ner.model.get_ref("output_layer")
+    weights = output.get_param("W").copy()
+    weights[0, 0] = numpy.nan
+    output.set_param("W", weights)
+    with pytest.raises(ValueError, match=r"scores are not finite .* training diverged"):
+        ner.update(examples)

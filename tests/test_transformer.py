@@ -405,6 +405,9 @@ def test_configure_transformer_errors(tiny_bert: Path) -> None:
         configure()(nlp)
     with pytest.raises(ValueError, match="component 'tok2vec' has no loaded transformer"):
         configure(component="tok2vec", freeze_layers=1)(nlp)
+    nlp.add_pipe("sentencizer")  # no model at all: the same error, not an AttributeError
+    with pytest.raises(ValueError, match="component 'sentencizer' has no loaded transformer"):
+        configure(component="sentencizer", freeze_layers=1)(nlp)
     # A transformer component: nothing to complain about, the lower layer is frozen.
     nlp = build_nlp(tiny_bert)
     nlp.get_pipe("crf_ner").add_label("LOC")
