@@ -11,6 +11,8 @@ import each other (or any helper module), so the suite runs from any folder, wit
 * ``over_confident_gold``: gold docs on which ``overfit`` is over-confident (calibration).
 * ``tiny_bert``: a tiny random BERT written to a temporary folder, for offline transformer
   tests.
+* ``random_case`` / ``enumerate_paths``: small random CRF problems (ragged masks, random
+  constraints) and the brute-force reference over every tag path, for the CRF tests.
 
 Hypothesis profiles: ``ci`` (derandomised, no example database: the same examples on
 every run) is used when ``CI`` is set, as CI services and ``.ci/run`` do; ``dev`` (random
@@ -21,6 +23,7 @@ is run from) otherwise. ``HYPOTHESIS_PROFILE=ci`` (or ``dev``) chooses one expli
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 from pathlib import Path
 
@@ -204,3 +207,72 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random 2-layer BERT in a temporary folder (skips without transformers)."""
     pytest.importorskip("transformers")
     return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert") / "model")
+
+
+# --------------------------------------------------------------------------------------------
+# Brute-force references for the CRF
+
+
+def _random_crf_case(seed: int, batch: int, length: int, tags: int, constrained: bool, scale=2.0):
+    """A small random CRF problem: float64 emissions, parameters, a ragged left-aligned
+    mask and constraints."""
+    import torch
+
+    from spacy_crf_ner.crf import CRFConstraints
+
+    gen = torch.Generator().manual_seed(seed)
+    emissions = torch.randn(batch, length, tags, generator=gen, dtype=torch.float64) * scale
+    params = [
+        torch.randn(tags, tags, generator=gen, dtype=torch.float64),
+        torch.randn(tags, generator=gen, dtype=torch.float64),
+        torch.randn(tags, generator=gen, dtype=torch.float64),
+    ]
+    lengths = torch.randint(0, length + 1, (batch,), generator=gen)
+    lengths[0] = length
+    mask = torch.arange(length).unsqueeze(0) < lengths.unsqueeze(1)
+    constraints = None
+    if constrained:
+        # Random constraints that keep tag 0 always reachable, so some path always exists.
+        trans = torch.rand(tags, tags, generator=gen) > 0.4
+        trans[0, :] = True
+        trans[:, 0] = True
+        start = (torch.rand(tags, generator=gen) > 0.4) | (torch.arange(tags) == 0)
+        end = (torch.rand(tags, generator=gen) > 0.4) | (torch.arange(tags) == 0)
+        constraints = CRFConstraints(trans, start, end)
+    return emissions, mask, params, constraints
+
+
+def _enumerate_crf_paths(emissions, length, params, constraints, allowed=None):
+    """Every allowed path of one sequence (``allowed (T, K)``: partial labels) with its score."""
+    trans, start, end = params
+    num_tags = emissions.shape[-1]
+    scores = {}
+    for path in itertools.product(range(num_tags), repeat=length):
+        if constraints is not None:
+            ok = bool(constraints.start[path[0]]) and bool(constraints.end[path[-1]])
+            ok = ok and all(
+                bool(constraints.transitions[a, b]) for a, b in itertools.pairwise(path)
+            )
+            if not ok:
+                continue
+        if allowed is not None and not all(bool(allowed[t, j]) for t, j in enumerate(path)):
+            continue
+        score = start[path[0]] + end[path[-1]] + emissions[0, path[0]]
+        for t in range(1, length):
+            score = score + trans[path[t - 1], path[t]] + emissions[t, path[t]]
+        scores[path] = score
+    return scores
+
+
+@pytest.fixture(scope="session")
+def random_case():
+    """``random_case(seed, batch, length, tags, constrained, scale=2.0)`` ->
+    ``(emissions, mask, params, constraints)``."""
+    return _random_crf_case
+
+
+@pytest.fixture(scope="session")
+def enumerate_paths():
+    """``enumerate_paths(emissions, length, params, constraints, allowed=None)`` ->
+    ``{path: score}`` over every allowed path of one sequence."""
+    return _enumerate_crf_paths

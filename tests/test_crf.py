@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 import torch
 from hypothesis import given, settings
@@ -13,55 +11,11 @@ from spacy_crf_ner import crf
 from spacy_crf_ner.crf import CRFConstraints, LinearChainCRF
 from spacy_crf_ner.tags import SCHEME_NAMES, get_scheme
 
-
-def random_case(seed: int, batch: int, length: int, tags: int, constrained: bool):
-    gen = torch.Generator().manual_seed(seed)
-    emissions = torch.randn(batch, length, tags, generator=gen, dtype=torch.float64) * 2
-    params = [
-        torch.randn(tags, tags, generator=gen, dtype=torch.float64),
-        torch.randn(tags, generator=gen, dtype=torch.float64),
-        torch.randn(tags, generator=gen, dtype=torch.float64),
-    ]
-    lengths = torch.randint(0, length + 1, (batch,), generator=gen)
-    lengths[0] = length
-    mask = torch.arange(length).unsqueeze(0) < lengths.unsqueeze(1)
-    constraints = None
-    if constrained:
-        # Random constraints that keep tag 0 always reachable, so some path always exists.
-        trans = torch.rand(tags, tags, generator=gen) > 0.4
-        trans[0, :] = True
-        trans[:, 0] = True
-        start = (torch.rand(tags, generator=gen) > 0.4) | (torch.arange(tags) == 0)
-        end = (torch.rand(tags, generator=gen) > 0.4) | (torch.arange(tags) == 0)
-        constraints = CRFConstraints(trans, start, end)
-    return emissions, mask, params, constraints
-
-
-def enumerate_paths(emissions, length, params, constraints):
-    """Every allowed path of one sequence with its score."""
-    trans, start, end = params
-    num_tags = emissions.shape[-1]
-    scores = {}
-    for path in itertools.product(range(num_tags), repeat=length):
-        if constraints is not None:
-            allowed = bool(constraints.start[path[0]]) and bool(constraints.end[path[-1]])
-            allowed = allowed and all(
-                bool(constraints.transitions[a, b]) for a, b in itertools.pairwise(path)
-            )
-            if not allowed:
-                continue
-        score = start[path[0]] + end[path[-1]] + emissions[0, path[0]]
-        for t in range(1, length):
-            score = score + trans[path[t - 1], path[t]] + emissions[t, path[t]]
-        scores[path] = score
-    return scores
-
-
 CASES = [(seed, constrained) for seed in range(12) for constrained in (False, True)]
 
 
 @pytest.mark.parametrize("seed,constrained", CASES)
-def test_against_brute_force(seed, constrained):
+def test_against_brute_force(random_case, enumerate_paths, seed, constrained):
     batch, length, num_tags = 4, 1 + seed % 5, 2 + seed % 4
     emissions, mask, params, constraints = random_case(seed, batch, length, num_tags, constrained)
     log_z = crf.log_partition(emissions, mask, *params, constraints)
@@ -101,7 +55,7 @@ def test_against_brute_force(seed, constrained):
 
 
 @pytest.mark.parametrize("seed,constrained", CASES[:8])
-def test_gold_score_and_nll_against_brute_force(seed, constrained):
+def test_gold_score_and_nll_against_brute_force(random_case, enumerate_paths, seed, constrained):
     emissions, mask, params, constraints = random_case(seed, 3, 4, 3, constrained)
     paths, _ = crf.viterbi(emissions, mask, *params, constraints)
     tags = paths.clamp(min=0)  # the best path is allowed by construction
@@ -131,7 +85,7 @@ def test_forbidden_gold_path_has_infinite_loss():
     assert torch.isfinite(model.nll(emissions, torch.tensor([[1, 0, 0]])))
 
 
-def test_reductions():
+def test_reductions(random_case):
     emissions, mask, params, _ = random_case(3, 5, 6, 4, False)
     tags = torch.randint(0, 4, (5, 6))
     none = crf.nll(emissions, mask, *params, tags=tags, reduction="none")
@@ -149,7 +103,7 @@ def test_reductions():
         crf.nll(emissions, mask, *params, tags=tags, reduction="avg")
 
 
-def test_gradcheck_float64():
+def test_gradcheck_float64(random_case):
     emissions, mask, params, constraints = random_case(7, 3, 5, 4, True)
     tags, _ = crf.viterbi(emissions, mask, *params, constraints)
     tags = tags.clamp(min=0)
@@ -166,7 +120,7 @@ def test_gradcheck_float64():
         )
 
 
-def test_gradcheck_partial_labels():
+def test_gradcheck_partial_labels(random_case):
     emissions, mask, params, _ = random_case(11, 3, 5, 3, False)
     gen = torch.Generator().manual_seed(0)
     allowed = torch.rand(3, 5, 3, generator=gen) > 0.5
@@ -177,14 +131,14 @@ def test_gradcheck_partial_labels():
     )
 
 
-def test_gradient_of_log_partition_is_marginals():
+def test_gradient_of_log_partition_is_marginals(random_case):
     emissions, mask, params, constraints = random_case(5, 4, 6, 5, True)
     emissions.requires_grad_(True)
     crf.log_partition(emissions, mask, *params, constraints).sum().backward()
     torch.testing.assert_close(emissions.grad, crf.marginals(emissions, mask, *params, constraints))
 
 
-def test_partial_labels():
+def test_partial_labels(random_case):
     emissions, mask, params, constraints = random_case(2, 4, 6, 4, True)
     everything = torch.ones(4, 6, 4, dtype=torch.bool)
     loss = crf.nll(emissions, mask, *params, allowed=everything, constraints=constraints)
@@ -371,7 +325,7 @@ def test_state_dict_round_trip_keeps_constraints(tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-def test_gpu_matches_cpu():
+def test_gpu_matches_cpu(random_case):
     emissions, mask, params, constraints = random_case(1, 8, 20, 6, True)
     paths, scores = crf.viterbi(emissions, mask, *params, constraints)
     moved = [p.cuda() for p in params]
@@ -386,7 +340,7 @@ def test_gpu_matches_cpu():
 
 
 @pytest.mark.parametrize("seed,constrained", CASES[:10])
-def test_segment_probabilities_against_brute_force(seed, constrained):
+def test_segment_probabilities_against_brute_force(random_case, enumerate_paths, seed, constrained):
     batch, length, num_tags = 3, 5, 3
     emissions, mask, params, constraints = random_case(seed, batch, length, num_tags, constrained)
     gen = torch.Generator().manual_seed(seed)

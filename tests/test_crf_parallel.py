@@ -20,58 +20,12 @@ ALGORITHMS = ("sequential", "parallel", "auto")
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 
 
-def random_case(seed: int, batch: int, length: int, tags: int, constrained: bool, scale=2.0):
-    """Random float64 emissions, parameters, ragged left-aligned mask and constraints."""
-    gen = torch.Generator().manual_seed(seed)
-    emissions = torch.randn(batch, length, tags, generator=gen, dtype=torch.float64) * scale
-    params = [
-        torch.randn(tags, tags, generator=gen, dtype=torch.float64),
-        torch.randn(tags, generator=gen, dtype=torch.float64),
-        torch.randn(tags, generator=gen, dtype=torch.float64),
-    ]
-    lengths = torch.randint(0, length + 1, (batch,), generator=gen)
-    lengths[0] = length
-    mask = torch.arange(length).unsqueeze(0) < lengths.unsqueeze(1)
-    constraints = None
-    if constrained:
-        # Random constraints that keep tag 0 always reachable, so some path always exists.
-        trans = torch.rand(tags, tags, generator=gen) > 0.4
-        trans[0, :] = True
-        trans[:, 0] = True
-        start = (torch.rand(tags, generator=gen) > 0.4) | (torch.arange(tags) == 0)
-        end = (torch.rand(tags, generator=gen) > 0.4) | (torch.arange(tags) == 0)
-        constraints = CRFConstraints(trans, start, end)
-    return emissions, mask, params, constraints
-
-
-def enumerate_paths(emissions, length, params, constraints, allowed=None):
-    """Every allowed path of one sequence (``allowed (T, K)``: partial labels) with its score."""
-    trans, start, end = params
-    num_tags = emissions.shape[-1]
-    scores = {}
-    for path in itertools.product(range(num_tags), repeat=length):
-        if constraints is not None:
-            ok = bool(constraints.start[path[0]]) and bool(constraints.end[path[-1]])
-            ok = ok and all(
-                bool(constraints.transitions[a, b]) for a, b in itertools.pairwise(path)
-            )
-            if not ok:
-                continue
-        if allowed is not None and not all(bool(allowed[t, j]) for t, j in enumerate(path)):
-            continue
-        score = start[path[0]] + end[path[-1]] + emissions[0, path[0]]
-        for t in range(1, length):
-            score = score + trans[path[t - 1], path[t]] + emissions[t, path[t]]
-        scores[path] = score
-    return scores
-
-
 CASES = [(seed, constrained) for seed in range(10) for constrained in (False, True)]
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("seed,constrained", CASES)
-def test_against_brute_force(algorithm, seed, constrained):
+def test_against_brute_force(random_case, enumerate_paths, algorithm, seed, constrained):
     batch, length, num_tags = 4, 1 + seed % 6, 2 + seed % 3
     emissions, mask, params, constraints = random_case(seed, batch, length, num_tags, constrained)
     log_z = crf.log_partition(emissions, mask, *params, constraints, algorithm=algorithm)
@@ -112,7 +66,9 @@ def test_against_brute_force(algorithm, seed, constrained):
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("seed,constrained", CASES[:8])
-def test_partial_labels_against_brute_force(algorithm, seed, constrained):
+def test_partial_labels_against_brute_force(
+    random_case, enumerate_paths, algorithm, seed, constrained
+):
     batch, length, num_tags = 3, 4, 3
     emissions, mask, params, constraints = random_case(seed, batch, length, num_tags, constrained)
     gen = torch.Generator().manual_seed(seed)
@@ -138,7 +94,9 @@ def test_partial_labels_against_brute_force(algorithm, seed, constrained):
 
 
 @pytest.mark.parametrize("seed,constrained", CASES[:6])
-def test_segment_probabilities_agree_with_brute_force(seed, constrained):
+def test_segment_probabilities_agree_with_brute_force(
+    random_case, enumerate_paths, seed, constrained
+):
     emissions, mask, params, constraints = random_case(seed, 3, 5, 3, constrained)
     lengths = mask.sum(1)
     # Every segment of one or two tags at every position of sequence 0.
@@ -182,7 +140,9 @@ def test_segment_probabilities_agree_with_brute_force(seed, constrained):
         pytest.param(3, 5, 1000, 17, marks=pytest.mark.slow),
     ],
 )
-def test_parallel_agrees_with_sequential_on_long_ragged_batches(seed, batch, length, num_tags):
+def test_parallel_agrees_with_sequential_on_long_ragged_batches(
+    random_case, seed, batch, length, num_tags
+):
     emissions, mask, params, constraints = random_case(seed, batch, length, num_tags, True)
     emissions, params = emissions.float(), [p.float() for p in params]
     results = {}
@@ -208,7 +168,7 @@ def test_parallel_agrees_with_sequential_on_long_ragged_batches(seed, batch, len
         torch.testing.assert_close(mine, other, rtol=1e-4, atol=1e-4)
 
 
-def test_gradients_of_parallel_pass_gradcheck():
+def test_gradients_of_parallel_pass_gradcheck(random_case):
     emissions, mask, params, constraints = random_case(7, 3, 6, 4, True)
     tags = crf.viterbi(emissions, mask, *params, constraints)[0].clamp(min=0)
     inputs = [emissions.requires_grad_(True)] + [p.requires_grad_(True) for p in params]
@@ -371,7 +331,7 @@ class _KernelCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def _kernels(algorithm: str, task: str, length: int) -> int:
+def _kernels(random_case, algorithm: str, task: str, length: int) -> int:
     emissions, mask, params, _ = random_case(0, 2, length, 3, False)
     emissions, params = emissions.float(), [p.float() for p in params]
     counter = _KernelCounter()
@@ -388,10 +348,14 @@ def _kernels(algorithm: str, task: str, length: int) -> int:
 
 
 @pytest.mark.parametrize("task", ["nll", "marginals", "viterbi"])
-def test_parallel_op_count_grows_with_log_length(task):
+def test_parallel_op_count_grows_with_log_length(random_case, task):
     # 64x the length: the sequential scans launch ~64x the kernels, the parallel scan < 3x.
-    sequential = _kernels("sequential", task, 2048) / _kernels("sequential", task, 32)
-    parallel = _kernels("parallel", task, 2048) / _kernels("parallel", task, 32)
+    sequential = _kernels(random_case, "sequential", task, 2048) / _kernels(
+        random_case, "sequential", task, 32
+    )
+    parallel = _kernels(random_case, "parallel", task, 2048) / _kernels(
+        random_case, "parallel", task, 32
+    )
     assert sequential > 20
     assert parallel <= 3
 
@@ -414,7 +378,7 @@ def test_auto_choice_and_errors():
 
 @pytest.mark.gpu
 @needs_gpu
-def test_gpu_parallel_matches_sequential_and_cpu():
+def test_gpu_parallel_matches_sequential_and_cpu(random_case):
     emissions, mask, params, constraints = random_case(4, 16, 300, 9, True)
     emissions, params = emissions.float(), [p.float() for p in params]
     cuda = [emissions.cuda(), mask.cuda(), *(p.cuda() for p in params)]
@@ -472,7 +436,7 @@ def _crf_layer_case(seed: int = 0, num_tags: int = 4):
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_crf_batch_against_brute_force(algorithm):
+def test_crf_batch_against_brute_force(enumerate_paths, algorithm):
     from spacy_crf_ner.crf_batch import CRFBatch
 
     layer, flat, segments, lengths = _crf_layer_case()
