@@ -16,6 +16,7 @@ from thinc.layers import Linear
 from thinc.types import Floats2d
 
 from .layers import CRFLayer, FixedDropout, PackedBiLSTM
+from .ngrams import NgramEmbed
 
 # Characters per word for ``char_features``: the first and the last four UTF-8 bytes.
 CHAR_COUNT = 8
@@ -121,8 +122,10 @@ def build_bilstm_encoder(
     lstm_width: int = 96,
     lstm_depth: int = 1,
     lstm_dropout: float = 0.0,
+    ngram_size: int = 0,
+    ngram_rows: int = 0,
 ) -> Model[list[Doc], list[Floats2d]]:
-    """Hash embeddings (+ optional character features) -> bidirectional LSTM.
+    """Hash embeddings (+ optional character and n-gram features) -> bidirectional LSTM.
 
     width: width of the embeddings (spaCy's MultiHashEmbed, mixed by a Maxout layer).
     embed_size: rows of each hash-embedding table.
@@ -135,6 +138,11 @@ def build_bilstm_encoder(
     lstm_width: hidden size of each LSTM direction; the output width is 2 * lstm_width.
     lstm_depth: number of stacked BiLSTM layers.
     lstm_dropout: dropout between stacked LSTM layers (needs lstm_depth > 1).
+    ngram_size: 0 for none; 2 adds hashed embeddings of each token's bigrams with its previous
+        and its next token; 3 also the centred trigram (``ngrams.py``). Made for Chinese
+        with one token per character, where they stand in for a word lexicon.
+    ngram_rows: rows of each n-gram table (0: embed_size). Bigrams are far more numerous
+        than characters: give them more rows.
     """
     if attrs is None:
         attrs = ["NORM", "PREFIX", "SUFFIX", "SHAPE"]
@@ -154,7 +162,11 @@ def build_bilstm_encoder(
             include_static_vectors=False,
         )
         embed = concatenate(embed, chars)
-        embed_width = 2 * width
+        embed_width += width
+    if ngram_size:
+        ngrams = NgramEmbed(width, ngram_rows or embed_size, ngram_size)
+        embed = concatenate(embed, ngrams)
+        embed_width += ngrams.get_dim("nO")
     lstm = PackedBiLSTM(2 * lstm_width, embed_width, depth=lstm_depth, dropout=lstm_dropout)
     model = chain(embed, lstm)
     model.set_dim("nO", 2 * lstm_width)
