@@ -1,0 +1,174 @@
+"""crf_ner against spaCy's own ``ner``, each trained to its early stop, averaged over seeds.
+
+For one corpus it converts train/dev/test (as ``compare_ner.py`` does), then for every seed and
+system runs ``spacy train`` with the system's config as shipped and ``--system.seed`` set,
+until the config's own early stop (``patience``) or ``--max-steps``; ``model-best`` (best dev
+checkpoint) is scored on the test set by spaCy's scorer and seqeval. It prints one row per run
+(seed, steps, time, dev F, test P/R/F) and the mean ± standard deviation per system, and the
+difference of the means.
+
+    python benchmarks/accuracy.py --corpus weibo --seeds 3 --out /tmp/acc-weibo
+    python benchmarks/accuracy.py --corpus resume --seeds 3 --out /tmp/acc-resume
+    python benchmarks/accuracy.py --corpus conll --seeds 1 --out /tmp/acc-conll
+
+Extra config overrides for crf_ner go after ``--crf-override`` (e.g. trying a feature:
+``--crf-override components.crf_ner.model.tok2vec.ngram_size=2``), so what the shipped
+configs should use is decided by this script's numbers. Corpora are read from --data-dir
+(default ../shared/data), never copied into the repository. Runs train one after another on
+--threads threads each: run it on an idle machine if the words/s figures matter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from compare_ner import CORPORA, ROOT, evaluate, run, spacy_ner_config  # noqa: E402
+
+
+def train_to_early_stop(
+    config: Path,
+    corpus: Path,
+    files: tuple[str, ...],
+    output: Path,
+    seed: int,
+    threads: int,
+    max_steps: int,
+    overrides: list[str],
+) -> tuple[list[dict], float]:
+    """``spacy train`` with the config's own patience; the JSONL records of each evaluation."""
+    log = output.with_suffix(".train.jsonl")
+    log.unlink(missing_ok=True)
+    env = {"BENCH_LOG": str(log), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    cmd = [
+        sys.executable, "-m", "spacy", "train", config, "--output", output,
+        "--paths.train", corpus / f"{files[0]}.spacy", "--paths.dev", corpus / f"{files[1]}.spacy",
+        "--code", ROOT / "benchmarks" / "bench_logger.py",
+        "--training.logger", '{"@loggers":"spacy_crf_ner.bench_logger.v1"}',
+        "--system.seed", str(seed),
+    ]  # fmt: skip
+    if max_steps:
+        cmd += ["--training.max_steps", str(max_steps)]
+    for override in overrides:
+        key, _, value = override.partition("=")
+        cmd += [f"--{key}", value]
+    begin = time.perf_counter()
+    run(cmd, env=dict(os.environ, **env))
+    elapsed = time.perf_counter() - begin
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return records, elapsed
+
+
+def summary(values: list[float]) -> str:
+    mean = statistics.fmean(values)
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * mean:.2f} ± {100 * spread:.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--corpus", choices=sorted(CORPORA), required=True)
+    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--systems", default="crf_ner,spacy_ner")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--max-steps", type=int, default=0, help="0: the config's max_steps")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--crf-override", nargs="*", default=[], metavar="SECTION.KEY=VALUE")
+    args = parser.parse_args()
+    spec = CORPORA[args.corpus]
+    args.out.mkdir(parents=True, exist_ok=True)
+    corpus = args.out / "corpus"
+    inputs = [args.data_dir / spec["dir"] / name for name in spec["files"]]
+    missing = [str(path) for path in inputs if not path.exists()]
+    if missing:
+        sys.exit(f"accuracy.py: corpus files not found: {', '.join(missing)} (see --data-dir)")
+    if not all((corpus / f"{name}.spacy").exists() for name in spec["files"]):
+        run(
+            [sys.executable, "-m", "spacy_crf_ner", "convert", *inputs, "--output-dir", corpus,
+             "--lang", spec["lang"], "--overwrite", *spec["convert"]]
+        )  # fmt: skip
+    configs = {
+        "crf_ner": ROOT / spec["config"],
+        "spacy_ner": spacy_ner_config(spec["lang"], args.out),
+    }
+    test = corpus / f"{spec['files'][2]}.spacy"
+    runs: list[dict] = []
+    for seed in range(args.seeds):
+        for name in args.systems.split(","):
+            output = args.out / f"{name}-seed{seed}"
+            overrides = args.crf_override if name == "crf_ner" else []
+            records, elapsed = train_to_early_stop(
+                configs[name], corpus, spec["files"], output, seed, args.threads,
+                args.max_steps, overrides,
+            )  # fmt: skip
+            scores = evaluate(output / "model-best", test, args.threads)
+            best = max(records, key=lambda r: r["score"]) if records else {"step": 0, "score": 0}
+            runs.append(
+                {
+                    "system": name,
+                    "seed": seed,
+                    "steps": records[-1]["step"] if records else 0,
+                    "best_step": best["step"],
+                    "seconds": elapsed,
+                    "best_dev_f": best["score"],
+                    "test": scores["spacy"]["micro"],
+                    "test_seqeval": scores["seqeval"]["micro"],
+                    "infer_words_per_second": scores["words_per_second"],
+                    "overrides": overrides,
+                }
+            )
+            (args.out / "runs.json").write_text(json.dumps(runs, indent=2))
+    print_tables(args.corpus, runs)
+
+
+def print_tables(corpus: str, runs: list[dict]) -> None:
+    print(f"\n## {corpus}: model-best (early stop on dev) on the test set, per run\n")
+    print(
+        "| system | seed | steps | best step | train s | best dev F | test P | test R "
+        "| test F (spaCy) | test F (seqeval) | infer words/s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in runs:
+        s, q = r["test"], r["test_seqeval"]
+        print(
+            f"| {r['system']} | {r['seed']} | {r['steps']} | {r['best_step']} | "
+            f"{r['seconds']:.0f} | {100 * r['best_dev_f']:.2f} | {100 * s['precision']:.2f} | "
+            f"{100 * s['recall']:.2f} | {100 * s['f1']:.2f} | {100 * q['f1']:.2f} | "
+            f"{r['infer_words_per_second']:.0f} |"
+        )
+    systems = list(dict.fromkeys(r["system"] for r in runs))
+    print(f"\n## {corpus}: mean ± standard deviation over seeds\n")
+    print("| system | runs | test F (spaCy) | test F (seqeval) | best dev F | infer words/s |")
+    print("|---|---|---|---|---|---|")
+    means = {}
+    for name in systems:
+        mine = [r for r in runs if r["system"] == name]
+        f1 = [r["test"]["f1"] for r in mine]
+        means[name] = statistics.fmean(f1)
+        speed = statistics.fmean(r["infer_words_per_second"] for r in mine)
+        print(
+            f"| {name} | {len(mine)} | {summary(f1)} | "
+            f"{summary([r['test_seqeval']['f1'] for r in mine])} | "
+            f"{summary([r['best_dev_f'] for r in mine])} | {speed:.0f} |"
+        )
+    if {"crf_ner", "spacy_ner"} <= set(means):
+        print(
+            f"\ncrf_ner - spacy ner, mean test F1: "
+            f"{100 * (means['crf_ner'] - means['spacy_ner']):+.2f}"
+        )
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except subprocess.CalledProcessError as err:
+        sys.exit(f"accuracy.py: a command failed ({err.returncode}): {err.cmd}")
