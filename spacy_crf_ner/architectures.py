@@ -15,7 +15,7 @@ from thinc.api import Model, chain, concatenate, with_array
 from thinc.layers import Linear
 from thinc.types import Floats2d
 
-from .layers import CRFLayer, FixedDropout, PackedBiLSTM
+from .layers import CRFLayer, FixedDropout, PackedBiLSTM, WordDropout
 from .ngrams import NgramEmbed
 
 # Characters per word for ``char_features``: the first and the last four UTF-8 bytes.
@@ -124,6 +124,7 @@ def build_bilstm_encoder(
     lstm_dropout: float = 0.0,
     ngram_size: int = 0,
     ngram_rows: int = 0,
+    word_dropout: float = 0.0,
 ) -> Model[list[Doc], list[Floats2d]]:
     """Hash embeddings (+ optional character and n-gram features) -> bidirectional LSTM.
 
@@ -143,6 +144,8 @@ def build_bilstm_encoder(
         with one token per character, where they stand in for a word lexicon.
     ngram_rows: rows of each n-gram table (0: embed_size). Bigrams are far more numerous
         than characters: give them more rows.
+    word_dropout: in training, zero a token's hash embeddings (the ``attrs`` features) at
+        this rate, as if it were an unknown word; character and n-gram features stay.
     """
     if attrs is None:
         attrs = ["NORM", "PREFIX", "SUFFIX", "SHAPE"]
@@ -152,6 +155,8 @@ def build_bilstm_encoder(
         rows=[embed_size] * len(attrs),
         include_static_vectors=include_static_vectors,
     )
+    if word_dropout > 0:
+        embed = chain(embed, WordDropout(word_dropout))
     embed_width = width
     if char_features > 0:
         chars = CharacterEmbed(

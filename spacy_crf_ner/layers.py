@@ -9,7 +9,8 @@
 * ``PackedBiLSTM`` is a bidirectional ``torch.nn.LSTM`` over packed sequences (padding never
   enters the backward direction) whose weights are saved as msgpack'd numpy arrays, so
   loading a pipeline never unpickles anything.
-* ``FixedDropout`` is dropout at a rate that spaCy's ``[training] dropout`` does not change.
+* ``FixedDropout`` is dropout at a rate that spaCy's ``[training] dropout`` does not change;
+  ``WordDropout`` drops whole tokens' embeddings (unknown-word training), at its own rate too.
 
 Torch is imported inside the functions: spaCy imports the entry-point modules that import
 this one whenever it enumerates factories.
@@ -234,3 +235,31 @@ def _fixed_dropout_forward(model: Model, X: Floats2d, is_train: bool) -> tuple[F
         return X, lambda dY: dY
     mask = model.ops.get_dropout_mask(X.shape, rate)
     return X * mask, lambda dY: dY * mask
+
+
+def WordDropout(rate: float) -> Model[list[Floats2d], list[Floats2d]]:
+    """Word dropout (Lample et al. 2016): in training, each token's embedding row is zeroed
+    at ``rate``, as if the word were unknown, so that the encoder also learns to tag from
+    the context and the other features (characters, n-grams) — which is what it has for
+    the unseen words of real text. Whole rows, not scaled: a dropped word is an unknown
+    word, not a louder known one. The rate is its own, like ``FixedDropout``'s.
+    """
+    return Model("word_dropout", _word_dropout_forward, attrs={"rate": rate})
+
+
+def _word_dropout_forward(
+    model: Model, Xs: list[Floats2d], is_train: bool
+) -> tuple[list[Floats2d], Callable]:
+    rate = model.attrs["rate"]
+    if not is_train or rate <= 0.0:
+        return Xs, lambda dYs: dYs
+    ops = model.ops
+    masks = [
+        ops.asarray2f((ops.xp.random.uniform(size=(X.shape[0], 1)) >= rate).astype("float32"))
+        for X in Xs
+    ]
+
+    def backprop(dYs: list[Floats2d]) -> list[Floats2d]:
+        return [dY * mask for dY, mask in zip(dYs, masks, strict=True)]
+
+    return [X * mask for X, mask in zip(Xs, masks, strict=True)], backprop

@@ -137,3 +137,28 @@ def test_static_vectors_without_a_vectors_table(small_model, en_train_data):
     nlp, examples = make(small_model, en_train_data, include_static_vectors=True)
     with pytest.raises(ValueError, match="uses static vectors .* has no vectors table"):
         nlp.initialize(get_examples=lambda: examples)
+
+
+def test_word_dropout(small_model, en_train_data):
+    """word_dropout zeroes whole rows of the hash embeddings in training only, at its own
+    rate (not [training] dropout), and its gradient flows through the kept rows only."""
+    from spacy_crf_ner.layers import WordDropout
+
+    fix_random_seed(0)
+    layer = WordDropout(0.3)
+    Xs = [numpy.ones((3000, 8), dtype="float32"), numpy.ones((5, 8), dtype="float32")]
+    Ys, backprop = layer(Xs, is_train=True)
+    rows = Ys[0].sum(axis=1)
+    assert set(numpy.unique(rows).tolist()) == {0.0, 8.0}  # whole rows, not scaled
+    assert 0.27 < float((rows == 0).mean()) < 0.33
+    dXs = backprop([numpy.ones_like(X) for X in Xs])
+    numpy.testing.assert_array_equal(dXs[0], Ys[0])
+    assert all(Y is X for X, Y in zip(Xs, layer(Xs, is_train=False)[0], strict=True))
+    # In the encoder: only with word_dropout > 0, and spaCy's dropout leaves its rate alone.
+    nlp, examples = make(small_model, en_train_data, word_dropout=0.2)
+    (node,) = [n for n in nlp.get_pipe("crf_ner").model.walk() if n.name == "word_dropout"]
+    nlp.initialize(get_examples=lambda: examples)
+    nlp.update(examples, drop=0.5)
+    assert node.attrs["rate"] == 0.2
+    plain, _ = make(small_model, en_train_data)
+    assert not [n for n in plain.get_pipe("crf_ner").model.walk() if n.name == "word_dropout"]
