@@ -15,6 +15,7 @@ from thinc.api import Model, chain, concatenate, with_array
 from thinc.layers import Linear
 from thinc.types import Floats2d
 
+from .chars import CharCNN
 from .layers import CRFLayer, FixedDropout, PackedBiLSTM, WordDropout
 from .ngrams import NgramEmbed
 
@@ -125,6 +126,7 @@ def build_bilstm_encoder(
     ngram_size: int = 0,
     ngram_rows: int = 0,
     word_dropout: float = 0.0,
+    char_cnn: int = 0,
 ) -> Model[list[Doc], list[Floats2d]]:
     """Hash embeddings (+ optional character and n-gram features) -> bidirectional LSTM.
 
@@ -146,6 +148,10 @@ def build_bilstm_encoder(
         than characters: give them more rows.
     word_dropout: in training, zero a token's hash embeddings (the ``attrs`` features) at
         this rate, as if it were an unknown word; character and n-gram features stay.
+    char_cnn: 0 for none; otherwise the width of a character CNN word vector (Ma & Hovy
+        2016; ``chars.py``) over all of each word's characters (up to 20), concatenated to
+        the other features. An alternative to ``char_features`` for English and other
+        alphabetic languages.
     """
     if attrs is None:
         attrs = ["NORM", "PREFIX", "SUFFIX", "SHAPE"]
@@ -168,6 +174,9 @@ def build_bilstm_encoder(
         )
         embed = concatenate(embed, chars)
         embed_width += width
+    if char_cnn > 0:
+        embed = concatenate(embed, CharCNN(char_cnn, rows=embed_size))
+        embed_width += char_cnn
     if ngram_size:
         ngrams = NgramEmbed(width, ngram_rows or embed_size, ngram_size)
         embed = concatenate(embed, ngrams)
