@@ -7,6 +7,8 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy
@@ -21,6 +23,8 @@ from spacy_crf_ner.crf import CRFConstraints
 from spacy_crf_ner.crf_distill import structural_kl, teacher_marginals
 from spacy_crf_ner.teacher import create_teacher_corpus
 from spacy_crf_ner.teacher_cache import TeacherMismatchError, teacher_signal
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 # --------------------------------------------------------------------------------------------
 # The loss
@@ -477,3 +481,82 @@ def test_student_trained_on_teacher_alone_predicts_its_entities(
     expected = [[(e.text, e.label_) for e in doc.ents] for doc in teacher.pipe(texts)]
     assert any(expected)
     assert [[(e.text, e.label_) for e in doc.ents] for doc in nlp.pipe(texts)] == expected
+
+
+def test_transformer_teacher(tiny_bert, en_train_data, tmp_path):
+    """A transformer-CRF teacher (the transformer component runs first, crf_ner listens): the
+    cache decodes to the teacher's own predictions."""
+    from spacy.util import fix_random_seed, load_config, load_model_from_config
+
+    fix_random_seed(0)
+    config = load_config(
+        CONFIGS / "transformer_crf.cfg",
+        overrides={"paths.transformer_model": str(tiny_bert.resolve())},
+        interpolate=True,
+    )
+    teacher = load_model_from_config(config, auto_fill=True, validate=True)
+    examples = [Example.from_dict(teacher.make_doc(t), {"entities": e}) for t, e in en_train_data]
+    optimizer = teacher.initialize(lambda: examples)
+    for _ in range(3):
+        teacher.update(examples, sgd=optimizer)
+    teacher.to_disk(tmp_path / "teacher")
+    student = spacy.blank("en")
+    cached = teacher_examples(tmp_path / "teacher", tmp_path, student)
+    ner = teacher.get_pipe("crf_ner")
+    docs = list(teacher.pipe([eg.reference.text for eg in cached], disable=["crf_ner"]))
+    for doc, eg, tags in zip(docs, cached, ner.predict(docs), strict=True):
+        signal = teacher_signal(eg)
+        own = ner.model.ops.to_numpy(ner.model.predict([doc])[0])
+        assert numpy.allclose(signal.emissions, own, rtol=2e-3, atol=2e-3)
+        cache = signal.cache
+        constraints = CRFConstraints(*(torch.as_tensor(a) for a in cache.allowed))
+        params = [torch.as_tensor(a) for a in (cache.transitions, cache.start, cache.end)]
+        emissions = torch.as_tensor(signal.emissions.astype("float32")).unsqueeze(0)
+        assert crf.viterbi(emissions, None, *params, constraints)[0][0].tolist() == tags.tolist()
+
+
+@pytest.mark.slow
+def test_spacy_train_distill_config(teacher_dir, tmp_path):
+    """``spacy train configs/distill_bilstm_crf.cfg`` with a teacher, raw text, gold and dev
+    data; a second run (a restart) reuses the teacher cache; the student loads and predicts."""
+    nlp = spacy.blank("en")
+    gold = [nlp.make_doc(t) for t, _ in EN_GOLD]
+    for doc, (_, ents) in zip(gold, EN_GOLD, strict=True):
+        doc.ents = [doc.char_span(s, e, label=label) for s, e, label in ents]
+    DocBin(docs=gold).to_disk(tmp_path / "gold.spacy")
+    write_texts(tmp_path / "raw.txt", TEXTS)
+    cache = tmp_path / "cache"
+
+    def train(output: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [
+                sys.executable, "-m", "spacy", "train", str(CONFIGS / "distill_bilstm_crf.cfg"),
+                "--paths.teacher", str(teacher_dir), "--paths.raw", str(tmp_path / "raw.txt"),
+                "--paths.train", str(tmp_path / "gold.spacy"),
+                "--paths.dev", str(tmp_path / "gold.spacy"), "--paths.teacher_cache", str(cache),
+                "--training.max_steps", "6", "--training.eval_frequency", "3",
+                "--corpora.train.progress", "false", "--output", str(tmp_path / output),
+            ],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+
+    first = train("out1")
+    assert first.returncode == 0, first.stdout + first.stderr
+    folders = list(cache.iterdir())
+    assert len(folders) == 1
+    stamp = (folders[0] / "emissions.npy").stat().st_mtime_ns
+    second = train("out2")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert list(cache.iterdir()) == folders
+    assert (folders[0] / "emissions.npy").stat().st_mtime_ns == stamp
+    student = spacy.load(tmp_path / "out2" / "model-last")
+    assert student.get_pipe("crf_ner").labels == ("LOC", "ORG", "PERSON")
+    student("Angela Merkel visited London.")
+    # No teacher: one clear line.
+    missing = subprocess.run(
+        [sys.executable, "-m", "spacy", "train", str(CONFIGS / "distill_bilstm_crf.cfg"),
+         "--paths.raw", str(tmp_path / "raw.txt"), "--paths.dev", str(tmp_path / "gold.spacy")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert missing.returncode != 0
+    assert "needs a teacher pipeline" in missing.stdout + missing.stderr
