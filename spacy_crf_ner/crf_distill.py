@@ -33,9 +33,11 @@ from .crf import (
     _last_index,
     _log_partition,
     _needs_log_space,
+    _parallel_posteriors,
     _Posteriors,
     _posteriors,
     _prepare,
+    choose_algorithm,
 )
 
 __all__ = ["TeacherMarginals", "structural_kl", "teacher_marginals"]
@@ -109,6 +111,7 @@ def teacher_marginals(
     constraints: CRFConstraints | None = None,
     *,
     temperature: float = 1.0,
+    algorithm: str = "auto",
 ) -> TeacherMarginals:
     """The teacher's unary, summed pair and last-position marginals, and its negative entropy.
 
@@ -118,6 +121,7 @@ def teacher_marginals(
         transitions, start, end: the teacher's CRF scores ``(K, K)``, ``(K,)``, ``(K,)``.
         constraints: allowed-move masks, as in ``crf.py``.
         temperature: every score is divided by it first; > 1 softens the teacher.
+        algorithm: the forward-backward scans, as in ``crf.log_partition``.
 
     Returns:
         ``TeacherMarginals``, computed without gradient (float32, or float64 for float64
@@ -137,8 +141,12 @@ def teacher_marginals(
             zeros = emissions.new_zeros((batch, num_tags))
             pairs = emissions.new_zeros((batch, num_tags, num_tags))
             return TeacherMarginals(emissions.clone(), pairs, zeros, zeros[:, 0].double())
-        log_space = _needs_log_space(emissions, mask, trans)
-        post = _posteriors(emissions, mask, lengths, trans, start_, end_, log_space)
+        if choose_algorithm(algorithm, emissions) == "parallel":
+            log_space = True  # its vectors are normalised per position: the exact pair sum
+            post = _parallel_posteriors(emissions, mask, lengths, trans, start_, end_)
+        else:
+            log_space = _needs_log_space(emissions, mask, trans)
+            post = _posteriors(emissions, mask, lengths, trans, start_, end_, log_space)
         unary = post.unary.transpose(0, 1)  # (B, T, K)
         pairs = _pair_marginals(post, mask, trans, log_space)
         rows = torch.arange(batch, device=emissions.device)
@@ -161,6 +169,7 @@ def structural_kl(
     constraints: CRFConstraints | None = None,
     *,
     reduction: str = "sum",
+    algorithm: str = "auto",
 ) -> Tensor:
     """KL(p_teacher || p_student) over the tag sequences of each row, differentiable in the
     student's emissions and CRF scores.
@@ -172,6 +181,7 @@ def structural_kl(
         teacher: ``teacher_marginals`` of the same rows (same K, same tag order).
         constraints: the student's allowed-move masks.
         reduction: ``"sum"``, ``"mean"`` (over sequences), ``"token_mean"`` or ``"none"``.
+        algorithm: the student's forward(-backward) scans, as in ``crf.log_partition``.
 
     Returns:
         The KL per sequence ``(B,)`` (``"none"``) or reduced; >= 0 up to rounding, 0 when the
@@ -187,7 +197,7 @@ def structural_kl(
         )
     prepared = _prepare(emissions, mask, transitions, start, end, constraints)
     emissions, mask, _, trans, start_, end_ = prepared
-    log_z = _log_partition(*prepared)
+    log_z = _log_partition(*prepared, algorithm=algorithm)
     device = emissions.device
     expected = _expected_score(
         teacher.unary.to(device), teacher.pairs.to(device), teacher.last.to(device),

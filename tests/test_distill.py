@@ -95,11 +95,14 @@ def brute_force_kl(teacher, student, mask, constraints, temperature=1.0) -> list
     return result
 
 
-def kl_of(teacher, student, mask, constraints, temperature=1.0, reduction="none"):
+def kl_of(teacher, student, mask, constraints, temperature=1.0, *, algorithm="auto"):
     marginals = teacher_marginals(
-        teacher[0], mask, *teacher[1], constraints, temperature=temperature
+        teacher[0], mask, *teacher[1], constraints, temperature=temperature, algorithm=algorithm
     )
-    return structural_kl(student[0], mask, *student[1], marginals, constraints, reduction=reduction)
+    return structural_kl(
+        student[0], mask, *student[1], marginals, constraints, reduction="none",
+        algorithm=algorithm,
+    )  # fmt: skip
 
 
 CASES = [
@@ -117,10 +120,11 @@ def test_kl_equals_brute_force(seed, constrained, restricted):
         seed, batch, length, tags, constrained, restricted
     )
     temperature = 1.0 if seed % 2 else 2.5
-    kl = kl_of(teacher, student, mask, constraints, temperature)
     expected = brute_force_kl(teacher, student, mask, constraints, temperature)
-    assert kl.dtype == torch.float64
-    assert kl.tolist() == pytest.approx(expected, rel=1e-9, abs=1e-9)
+    for algorithm in ("sequential", "parallel"):
+        kl = kl_of(teacher, student, mask, constraints, temperature, algorithm=algorithm)
+        assert kl.dtype == torch.float64
+        assert kl.tolist() == pytest.approx(expected, rel=1e-9, abs=1e-9), algorithm
 
 
 def test_kl_float32_matches_float64():
