@@ -5,7 +5,8 @@ start and end scores. ``predict`` and ``get_loss`` pad all sequences of a batch 
 (B, T, K) tensor and make a single CRF call (Viterbi or negative log-likelihood), with the
 tag scheme's invalid moves forbidden when ``constrained``. Sentences are separate CRF
 sequences when ``respect_sentences`` is on and the docs have sentence boundaries, so no
-entity can cross one.
+entity can cross one. Examples read by ``spacy_crf_ner.TeacherCorpus.v1`` carry a teacher
+CRF, which the component also learns from (``distill_weight``; ``crf_distill.py``).
 """
 
 import logging
@@ -607,7 +608,8 @@ class CRFEntityRecognizer(TrainablePipe):
         losses: dict[str, float] | None = None,
     ) -> dict[str, float]:
         """Learn from a batch of examples: CRF negative log-likelihood, summed over the
-        batch; docs without any entity annotation are skipped."""
+        batch; docs without any entity annotation are skipped, unless they carry a teacher
+        (distillation, see ``_loss``)."""
         if losses is None:
             losses = {}
         losses.setdefault(self.name, 0.0)
