@@ -564,3 +564,29 @@ def test_spacy_train_distill_config(teacher_dir, tmp_path):
     )  # fmt: skip
     assert missing.returncode != 0
     assert "needs a teacher pipeline" in missing.stdout + missing.stderr
+
+
+@pytest.mark.parametrize(
+    "setting,value",
+    [("distill_weight", 1.5), ("distill_weight", True), ("distill_temperature", 0.0),
+     ("distill_hard", "yes")],
+)  # fmt: skip
+def test_bad_distill_settings_name_the_setting(setting, value, small_model):
+    nlp = spacy.blank("en")
+    with pytest.raises(ValueError, match=setting):  # spaCy's config check or the component's
+        nlp.add_pipe("crf_ner", config={"model": small_model, setting: value})
+
+
+def test_teacher_output_of_other_tokens_is_refused(teacher_dir, tmp_path, small_model):
+    """A signal whose cached rows do not match the doc's tokens (e.g. an augmenter changed
+    them) is an error naming the doc, never a silent misalignment."""
+    from spacy_crf_ner.teacher_cache import TEACHER_KEY, TeacherSignal
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("crf_ner", config={"model": small_model, "distill_weight": 1.0})
+    examples = teacher_examples(teacher_dir, tmp_path, nlp)
+    nlp.initialize(lambda: examples)
+    cache = teacher_signal(examples[0]).cache
+    examples[0].reference.user_data[TEACHER_KEY] = TeacherSignal(cache, 2)  # a shorter doc
+    with pytest.raises(ValueError, match="doc starting 'Angela Merkel visited"):
+        nlp.update(examples)
