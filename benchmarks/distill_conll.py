@@ -182,8 +182,10 @@ def teacher_pass(teacher: Path, sources: list[Path | None], out: Path, args) -> 
     import torch
 
     from spacy_crf_ner.teacher import create_teacher_corpus
+    from spacy_crf_ner.threads import set_inference_threads
 
     torch.set_num_threads(args.threads)
+    set_inference_threads(args.threads)  # the teacher runs on crf_ner's inference threads
     reader = create_teacher_corpus(
         teacher, sources[0], sources[1], cache_dir=out / "teacher_cache", progress=True
     )

@@ -128,7 +128,7 @@ def build_cache(
                     )
                     for doc in batch
                 ]
-                own = [doc for doc in teacher.pipe(own, batch_size=batch_size)]
+                own = list(teacher.pipe(own, batch_size=batch_size))
                 rows = [i for i, doc in enumerate(own, start=first) if len(doc)]
                 scores = ner.model.predict([doc for doc in own if len(doc)]) if rows else []
                 for i, doc_scores in zip(rows, scores, strict=True):
@@ -173,7 +173,12 @@ def build_cache(
             "n_docs": len(docs),
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf8")
-        os.replace(tmp, folder)
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another run finished the same cache first: keep that one
+            if not (folder / "meta.json").is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
