@@ -167,7 +167,13 @@ def train(name: str, command: list[Any], corpus: dict[str, Path], out: Path, arg
     records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     info = {
         "train_seconds": elapsed,
-        "stopped": "budget" if proc.returncode == -15 else "converged or max_steps",
+        "stopped": (
+            "budget"
+            if proc.returncode == -15
+            else "max_steps"
+            if records and records[-1]["step"] >= max_steps
+            else "early stop"
+        ),  # fmt: skip
         "steps": records[-1]["step"] if records else 0,
         "best_dev_f": max((r["score"] for r in records), default=0.0),
     }
@@ -328,9 +334,13 @@ def print_table(results: dict[str, Any]) -> None:
         teacher = results.get("teacher")
         if gold and distill and teacher:
             gap = teacher["f"] - gold["f"]
-            closed = (distill["f"] - gold["f"]) / gap if gap else float("nan")
-            print(f"{prefix or 'full '}data: distilled closes {100 * closed:.0f}% of the gold "
-                  f"-> teacher gap (target >= 40%)")  # fmt: skip
+            if gap > 0:
+                closed = (distill["f"] - gold["f"]) / gap
+                print(f"{prefix or 'full '}data: distilled closes {100 * closed:.0f}% of the "
+                      "gold -> teacher gap (target >= 40%)")  # fmt: skip
+            else:
+                print(f"{prefix or 'full '}data: the teacher is not better than gold-only "
+                      f"({100 * gap:+.2f} F1): no gap to close")  # fmt: skip
         if distill and silver:
             print(f"{prefix or 'full '}data: distilled - silver = "
                   f"{100 * (distill['f'] - silver['f']):+.2f} F1 (target > 0)")  # fmt: skip
