@@ -590,3 +590,22 @@ def test_teacher_output_of_other_tokens_is_refused(teacher_dir, tmp_path, small_
     examples[0].reference.user_data[TEACHER_KEY] = TeacherSignal(cache, 2)  # a shorter doc
     with pytest.raises(ValueError, match="doc starting 'Angela Merkel visited"):
         nlp.update(examples)
+
+
+def test_distill_config_is_the_bilstm_config_plus_the_teacher():
+    """The distilled student and the gold-only one differ only in their training data and
+    the distillation settings, so that a comparison of the two is fair."""
+    from spacy.util import load_config
+
+    plain = load_config(CONFIGS / "bilstm_crf.cfg", interpolate=False)
+    distill = load_config(CONFIGS / "distill_bilstm_crf.cfg", interpolate=False)
+    settings = {
+        k: distill["components"]["crf_ner"].pop(k)
+        for k in list(distill["components"]["crf_ner"])
+        if k.startswith("distill_")
+    }
+    assert settings == {"distill_weight": 0.5, "distill_temperature": 1.0, "distill_hard": False}
+    assert distill["corpora"]["train"]["@readers"] == "spacy_crf_ner.TeacherCorpus.v1"
+    for config in (plain, distill):
+        del config["paths"], config["corpora"]["train"]
+    assert distill == plain
