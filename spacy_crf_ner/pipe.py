@@ -5,7 +5,8 @@ start and end scores. ``predict`` and ``get_loss`` pad all sequences of a batch 
 (B, T, K) tensor and make a single CRF call (Viterbi or negative log-likelihood), with the
 tag scheme's invalid moves forbidden when ``constrained``. Sentences are separate CRF
 sequences when ``respect_sentences`` is on and the docs have sentence boundaries, so no
-entity can cross one.
+entity can cross one. Examples read by ``spacy_crf_ner.TeacherCorpus.v1`` carry a teacher
+CRF, which the component also learns from (``distill_weight``; ``crf_distill.py``).
 """
 
 import logging
@@ -40,6 +41,7 @@ from .crf_batch import (
     make_segments,
     torch_constraints,
 )
+from .layers import CRF_PARAMS
 from .scorer import entity_score
 from .tags import (
     TagScheme,
@@ -49,6 +51,7 @@ from .tags import (
     get_scheme,
     is_missing,
 )
+from .teacher_cache import TeacherCache, TeacherSignal, teacher_signal
 from .threads import torch_threads
 
 logger = logging.getLogger("spacy_crf_ner")
@@ -116,6 +119,9 @@ class CRFEntityRecognizer(TrainablePipe):
         candidate_threshold: float | None = None,
         max_candidate_length: int = 10,
         temperature: float = 1.0,
+        distill_weight: float = 0.5,
+        distill_temperature: float = 1.0,
+        distill_hard: bool = False,
         scorer: Callable | None = entity_score,
     ) -> None:
         """Initialize the component; see ``make_crf_ner`` for the settings.
@@ -158,6 +164,13 @@ class CRFEntityRecognizer(TrainablePipe):
         if not (_is_number(temperature) and 0.0 < temperature < math.inf):
             self._setting_error("temperature", temperature, "a positive number")
         self.temperature = float(temperature)
+        if not (_is_number(distill_weight) and 0.0 <= distill_weight <= 1.0):
+            self._setting_error("distill_weight", distill_weight, "a number in [0, 1]")
+        self.distill_weight = float(distill_weight)
+        if not (_is_number(distill_temperature) and 0.0 < distill_temperature < math.inf):
+            self._setting_error("distill_temperature", distill_temperature, "a positive number")
+        self.distill_temperature = float(distill_temperature)
+        self.distill_hard = self._check_bool("distill_hard", distill_hard)
         self.cfg: dict[str, Any] = {"labels": [], "tag_scheme": self._check_scheme(tag_scheme)}
         self._constraints: dict[tuple, Any] = {}
         # The model as it was before fine-tuning (``nlp.resume_training``), for ``rehearse``.
@@ -303,11 +316,22 @@ class CRFEntityRecognizer(TrainablePipe):
                 "add_label for new labels.",
                 self.name,
             )
+        gold_labels: set[str] = set()
+        teachers: dict[int, TeacherCache] = {}
+        for eg in get_examples():
+            if labels is None:
+                gold_labels.update(ent.label_ for ent in eg.reference.ents)
+            signal = teacher_signal(eg)
+            if signal is not None:
+                teachers.setdefault(id(signal.cache), signal.cache)
         if labels is None:
-            labels = sorted({ent.label_ for eg in get_examples() for ent in eg.reference.ents})
+            # Text that only a teacher labels (distillation) has no entities of its own.
+            labels = sorted(gold_labels.union(*(c.labels for c in teachers.values())))
         for label in labels:
             self.add_label(label)
         self._require_labels()
+        for cache in teachers.values():  # fail now, not at the first update
+            cache.tag_order(self.tag_names, self.scheme.name, self.labels)
         n_tags = len(self.tag_names)
         for ref in ("output_layer", "crf"):
             layer = self.model.get_ref(ref)
@@ -598,7 +622,8 @@ class CRFEntityRecognizer(TrainablePipe):
         losses: dict[str, float] | None = None,
     ) -> dict[str, float]:
         """Learn from a batch of examples: CRF negative log-likelihood, summed over the
-        batch; docs without any entity annotation are skipped."""
+        batch; docs without any entity annotation are skipped, unless they carry a teacher
+        (distillation, see ``_loss``)."""
         if losses is None:
             losses = {}
         losses.setdefault(self.name, 0.0)
@@ -609,6 +634,9 @@ class CRFEntityRecognizer(TrainablePipe):
         golds = self._golds(examples)
         if self.untrained_labels:
             seen = _gold_labels(golds)
+            seen.update(
+                *(signal.cache.labels for signal in map(teacher_signal, examples) if signal)
+            )
             untrained = [label for label in self.untrained_labels if label not in seen]
             self.cfg["untrained_labels"] = untrained
             if not untrained:
@@ -694,6 +722,135 @@ class CRFEntityRecognizer(TrainablePipe):
         scores: list[Floats2d],
         golds: list[list[str | None] | None],
     ) -> tuple[float, list[Floats2d], dict[str, Any]]:
+        """The gold NLL; for examples that carry a teacher (``TeacherCorpus.v1``),
+        ``distill_weight`` x the distillation loss + (1 - ``distill_weight``) x the gold NLL
+        (0 for a doc without gold entities)."""
+        signals = [teacher_signal(eg) for eg in examples]
+        if not any(signals):
+            return self._gold_loss(examples, scores, golds)
+        weight = self.distill_weight
+        # Gold NLL at 1 - distill_weight beside a teacher, at 1 without one.
+        with_teacher = [g if t else None for g, t in zip(golds, signals, strict=True)]
+        without = [None if t else g for g, t in zip(golds, signals, strict=True)]
+        parts = [
+            (1.0 - weight, lambda golds=with_teacher: self._gold_loss(examples, scores, golds)),
+            (1.0, lambda golds=without: self._gold_loss(examples, scores, golds)),
+            (weight, lambda: self._distill_loss(examples, scores, golds, signals)),
+        ]
+        total, d_total, grads_total = 0.0, [self.model.ops.alloc2f(*s.shape) for s in scores], {}
+        for part_weight, compute in parts:
+            if part_weight == 0.0:
+                continue
+            loss, d_scores, grads = compute()
+            total += part_weight * loss
+            for d_sum, d in zip(d_total, d_scores, strict=True):
+                d_sum += part_weight * d
+            for name, grad in grads.items():
+                grads_total[name] = grads_total.get(name, 0.0) + part_weight * grad
+        return total, d_total, grads_total
+
+    def _distill_loss(
+        self,
+        examples: list[Example],
+        scores: list[Floats2d],
+        golds: list[list[str | None] | None],
+        signals: list[TeacherSignal | None],
+    ) -> tuple[float, list[Floats2d], dict[str, Any]]:
+        """KL(teacher || student) over the tag sequences of each CRF sequence, from the
+        teacher's cached emissions and CRF (its marginals at ``distill_temperature``); with
+        ``distill_hard``, the NLL of the teacher's Viterbi path instead (hard silver labels).
+
+        The teacher's CRF sequences are the student's, and the student's per-token allowed
+        tags apply to both, so both distributions are over the same paths.
+        """
+        import torch
+        from thinc.api import torch2xp, xp2torch
+
+        from .crf import as_constraints, nll, viterbi
+        from .crf_batch import crf_params, pad_emissions
+        from .crf_distill import structural_kl, teacher_marginals
+
+        ops = self.model.ops
+        docs = [eg.predicted for eg in examples]
+        offsets = numpy.cumsum([0] + [len(doc) for doc in docs])
+        groups: dict[int, list[int]] = {}
+        for i, (doc, signal) in enumerate(zip(docs, signals, strict=True)):
+            if signal is None or not len(doc):
+                continue
+            if len(signal.emissions) != len(doc):
+                raise ValueError(
+                    f"[crf_ner] Component '{self.name}': the teacher output cached for the doc "
+                    f"starting '{_doc_start(doc)}' has {len(signal.emissions)} tokens, the doc "
+                    f"{len(doc)}. Distillation needs the reader's tokens unchanged (no "
+                    f"augmenter); if the cache is stale, delete {signal.cache.path}."
+                )
+            groups.setdefault(id(signal.cache), []).append(i)
+        crf = self.model.get_ref("crf")
+        flat = xp2torch(ops.flatten(scores), requires_grad=True)
+        params = crf_params(crf, requires_grad=True)
+        allowed = self._allowed_tags(docs)
+        constraints = self._get_constraints(())  # the teacher trains every label
+        device = flat.device
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        for rows in groups.values():
+            cache = signals[rows[0]].cache  # type: ignore[union-attr]
+            order = cache.tag_order(self.tag_names, self.scheme.name, self.labels)
+            where = [(i, s, e - s) for i in rows for s, e in self._doc_sequences(docs[i], golds[i])]
+            segments = make_segments(
+                [offsets[i] + start for i, start, _ in where], [n for _, _, n in where]
+            )
+            teacher_flat = numpy.zeros((int(offsets[-1]), len(order)), dtype="float32")
+            for i in rows:
+                teacher_flat[offsets[i] : offsets[i + 1]] = signals[i].emissions[:, order]  # type: ignore[union-attr]
+            student, mask = pad_emissions(flat, segments, allowed)
+            teacher, _ = pad_emissions(
+                torch.as_tensor(teacher_flat, device=device), segments, allowed
+            )
+            ix = numpy.asarray(order)
+            teacher_params = [
+                torch.as_tensor(a, device=device)
+                for a in (cache.transitions[ix][:, ix], cache.start[ix], cache.end[ix])
+            ]
+            moves, first, last = cache.allowed
+            teacher_constraints = as_constraints(
+                (moves[ix][:, ix], first[ix], last[ix]), len(order), device
+            )
+            if self.distill_hard:
+                paths, _ = viterbi(teacher, mask, *teacher_params, teacher_constraints)
+                losses = nll(student, mask, *params, tags=paths.clamp(min=0),
+                             constraints=constraints, reduction="none")  # fmt: skip
+            else:
+                marginals = teacher_marginals(
+                    teacher, mask, *teacher_params, teacher_constraints,
+                    temperature=self.distill_temperature,
+                )  # fmt: skip
+                losses = structural_kl(student, mask, *params, marginals, constraints,
+                                       reduction="none")  # fmt: skip
+            finite = torch.isfinite(losses)
+            if not bool(finite.all()):
+                doc = docs[where[int((~finite).nonzero()[0])][0]]
+                raise ValueError(
+                    f"[crf_ner] Component '{self.name}': the teacher {cache.teacher} gives "
+                    f"probability to tag sequences that the student forbids in the doc "
+                    f"starting '{_doc_start(doc)}'. Train the student with the teacher's "
+                    "constrained setting and tag scheme."
+                )
+            total = total + losses.double().sum()
+        if not groups:
+            return 0.0, [ops.alloc2f(*s.shape) for s in scores], {}
+        grads = torch.autograd.grad(total, [flat, *params])
+        lengths = numpy.asarray([len(doc) for doc in docs])
+        d_scores = ops.unflatten(torch2xp(grads[0]), lengths)
+        param_grads = {n: torch2xp(g) for n, g in zip(CRF_PARAMS, grads[1:], strict=True)}
+        return float(total.detach()), d_scores, param_grads
+
+    def _gold_loss(
+        self,
+        examples: list[Example],
+        scores: list[Floats2d],
+        golds: list[list[str | None] | None],
+    ) -> tuple[float, list[Floats2d], dict[str, Any]]:
+        """The CRF negative log-likelihood of the gold tags of the docs with ``golds``."""
         ops = self.model.ops
         docs = [eg.predicted for eg in examples]
         segments, where = self._segments(docs, golds)

@@ -52,6 +52,9 @@ DEFAULT_MODEL = Config().from_str(DEFAULT_CRF_NER_MODEL)["model"]
         "candidate_threshold": None,
         "max_candidate_length": 10,
         "temperature": 1.0,
+        "distill_weight": 0.5,
+        "distill_temperature": 1.0,
+        "distill_hard": False,
         "scorer": {"@scorers": "spacy_crf_ner.entity_scorer.v1"},
     },
     default_score_weights={
@@ -73,6 +76,9 @@ def make_crf_ner(
     candidate_threshold: float | None = None,
     max_candidate_length: int = 10,
     temperature: float = 1.0,
+    distill_weight: float = 0.5,
+    distill_temperature: float = 1.0,
+    distill_hard: bool = False,
     scorer: Callable | None = None,
 ) -> Any:
     """Create a CRF entity recognizer (``CRFEntityRecognizer``).
@@ -97,6 +103,13 @@ def make_crf_ner(
         candidate, path and n-best probabilities); > 1 softens over-confident ones. The
         predicted entities do not change. ``python -m spacy_crf_ner calibrate`` fits it on
         a dev set.
+    distill_weight: for training examples that carry a teacher CRF (the reader
+        ``spacy_crf_ner.TeacherCorpus.v1``): the loss is this times the distillation loss
+        plus (1 - this) times the gold NLL (none for a doc without gold entities).
+    distill_temperature: the teacher's scores are divided by this before its marginals are
+        taken; > 1 passes on more of its uncertainty.
+    distill_hard: learn the teacher's Viterbi path as hard silver labels (self-training)
+        instead of its whole distribution (KL between the two CRFs).
     scorer: the scoring method, ``spacy_crf_ner.entity_scorer.v1`` by default.
 
     Every setting is checked when the component is made (a ValueError names it).
@@ -115,5 +128,8 @@ def make_crf_ner(
         candidate_threshold=candidate_threshold,
         max_candidate_length=max_candidate_length,
         temperature=temperature,
+        distill_weight=distill_weight,
+        distill_temperature=distill_temperature,
+        distill_hard=distill_hard,
         scorer=scorer,
     )

@@ -25,6 +25,7 @@ REGISTRIES = {
     "thinc_layers": "layers",
     "spacy_callbacks": "callbacks",
     "spacy_scorers": "scorers",
+    "spacy_readers": "readers",
 }
 DECLARED = [
     (group, name, value)
