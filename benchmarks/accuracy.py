@@ -43,9 +43,13 @@ def train_to_early_stop(
     threads: int,
     max_steps: int,
     overrides: list[str],
+    reuse: bool = False,
 ) -> tuple[list[dict], float]:
     """``spacy train`` with the config's own patience; the JSONL records of each evaluation."""
     log = output.with_suffix(".train.jsonl")
+    if reuse and (output / "model-best").exists() and log.exists():
+        records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        return records, records[-1]["seconds"] if records else 0.0
     log.unlink(missing_ok=True)
     env = {"BENCH_LOG": str(log), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     cmd = [
@@ -82,6 +86,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-steps", type=int, default=0, help="0: the config's max_steps")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep runs whose model-best and log are in --out"
+    )
     parser.add_argument("--crf-override", nargs="*", default=[], metavar="SECTION.KEY=VALUE")
     args = parser.parse_args()
     spec = CORPORA[args.corpus]
@@ -108,7 +115,7 @@ def main() -> None:
             overrides = args.crf_override if name == "crf_ner" else []
             records, elapsed = train_to_early_stop(
                 configs[name], corpus, spec["files"], output, seed, args.threads,
-                args.max_steps, overrides,
+                args.max_steps, overrides, args.reuse,
             )  # fmt: skip
             scores = evaluate(output / "model-best", test, args.threads)
             best = max(records, key=lambda r: r["score"]) if records else {"step": 0, "score": 0}
