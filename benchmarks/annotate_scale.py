@@ -4,11 +4,17 @@ sample's CoNLL sentences.
 
     python benchmarks/annotate_scale.py [--docs 50000] [--model DIR] [--modes pipe,local1,...]
 
+``--modes local2,ray2`` compares the two engines alone (e.g. at 500,000 docs).
+
 Each mode runs in its own subprocess (so that peak RSS is that mode's): wall time includes
 loading the model and, for ``annotate``, hashing the inputs and writing the shards. Peak RSS
 per worker is the main process's for ``pipe``/``local1``, the largest child's for ``pipe2``/
 ``local2`` (``RUSAGE_CHILDREN``), and the largest Ray actor's high-water mark (``VmHWM``) for
 ``ray2``.
+For ``annotate`` modes it also prints where the time went (``Summary.phases``): starting Ray,
+the first shard (workers start, load the pipeline, annotate one shard), the steady state (the
+later shards: docs/s without fixed costs) and stopping Ray, so that Ray's per-document overhead
+is seen apart from its fixed costs.
 Without ``--model``, a crf_ner with the factory's default (BiLSTM) model is trained for a few
 steps on the sample (its accuracy does not matter for speed).
 """
@@ -115,6 +121,7 @@ def run_mode(mode: str, model: str, data: str, n_docs: int) -> dict:
             summary = annotate(model, [data], Path(out) / "run", settings)
             assert summary.docs == n_docs
         stop.set()
+        phases = summary.phases
     seconds = time.perf_counter() - began
     if mode in ("pipe", "local1"):
         rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -122,17 +129,41 @@ def run_mode(mode: str, model: str, data: str, n_docs: int) -> dict:
         rss_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     else:
         rss_kb = peak.get("kb", 0)
-    return {"mode": mode, "seconds": round(seconds, 2), "docs_per_s": round(n_docs / seconds, 1),
-            "peak_rss_mb_per_worker": round(rss_kb / 1024, 1)}  # fmt: skip
+    result = {"mode": mode, "seconds": round(seconds, 2),
+              "docs_per_s": round(n_docs / seconds, 1),
+              "peak_rss_mb_per_worker": round(rss_kb / 1024, 1)}  # fmt: skip
+    if mode not in ("pipe", "pipe2"):
+        steady = phases.get("steady", 0.0)
+        result["phases_s"] = {
+            "before_engine": round(
+                summary.seconds
+                - sum(
+                    phases.get(k, 0.0)
+                    for k in ("engine_start", "first_shard", "steady", "engine_stop")
+                ),
+                2,
+            ),  # fmt: skip
+            **{
+                k: round(phases.get(k, 0.0), 2)
+                for k in ("engine_start", "first_shard", "steady", "engine_stop")
+            },  # fmt: skip
+        }
+        result["steady_docs_per_s"] = (
+            round(phases.get("steady_docs", 0) / steady, 1) if steady else None
+        )
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=50_000)
     parser.add_argument("--model", default=None)
-    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--modes", default=",".join(MODES), help=f"Any of {', '.join(MODES)}.")
     parser.add_argument("--one", nargs=3, metavar=("MODE", "MODEL", "DATA"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    unknown = sorted(set(args.modes.split(",")) - set(MODES))
+    if unknown:
+        parser.error(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
     if args.one:
         mode, model, data = args.one
         print(json.dumps(run_mode(mode, model, data, args.docs)))
@@ -164,8 +195,18 @@ def main() -> None:
         speedup = results["local2"]["docs_per_s"] / results["local1"]["docs_per_s"]
         print(f"local 2 workers / 1 worker: {speedup:.2f}x (efficiency {speedup / 2:.0%})")
     if "local2" in results and "ray2" in results:
-        overhead = 1 - results["ray2"]["docs_per_s"] / results["local2"]["docs_per_s"]
-        print(f"ray 2 actors vs local 2 workers: {overhead:+.0%} slower")
+        local2, ray2 = results["local2"], results["ray2"]
+        slower = local2["docs_per_s"] / ray2["docs_per_s"] - 1
+        print(f"ray 2 actors vs local 2 workers: {slower:+.1%} time (wall, fixed costs included)")
+        if local2.get("steady_docs_per_s") and ray2.get("steady_docs_per_s"):
+            steady = local2["steady_docs_per_s"] / ray2["steady_docs_per_s"] - 1
+            print(f"ray 2 actors vs local 2 workers, steady state: {steady:+.1%} time per doc")
+            fixed = {m: results[m]["seconds"] - args.docs / results[m]["steady_docs_per_s"]
+                     for m in ("local2", "ray2")}  # fmt: skip
+            print(
+                f"fixed costs (wall - docs / steady rate): local2 {fixed['local2']:.1f} s, "
+                f"ray2 {fixed['ray2']:.1f} s"
+            )
     if "pipe" in results and "pipe2" in results:
         ratio = results["pipe2"]["docs_per_s"] / results["pipe"]["docs_per_s"]
         print(f"nlp.pipe n_process=2 / n_process=1: {ratio:.2f}x")
