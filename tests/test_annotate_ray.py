@@ -107,3 +107,29 @@ def test_actor_killed_mid_task_loses_and_duplicates_nothing(
         for line in shard.read_text().splitlines()
     ]
     assert ids == [f"d{i}" for i in range(N_DOCS)]
+
+
+def test_a_run_ray_cannot_finish_is_one_error_line_and_keeps_nothing_partial(
+    ray_runtime: Any, setup: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch that fails every time (not a lost actor: nothing to retry) stops the run with
+    one ✘ line saying how to resume; no partial shard is left behind."""
+    from typer.testing import CliRunner
+
+    from spacy_crf_ner.cli import app
+
+    class AlwaysFails(annotate_module.RayAnnotator):
+        def __call__(self, batch: dict[str, Any]) -> Any:
+            raise RuntimeError("this batch cannot be annotated")
+
+    monkeypatch.setattr(annotate_module, "RayAnnotator", AlwaysFails)
+    out = tmp_path / "ray"
+    args = ["annotate", setup["model"], setup["input"], "--output", out, "--engine", "ray",
+            "--workers", "2", "--shard-size", SHARD_SIZE, "--no-progress"]  # fmt: skip
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("✘")]
+    assert len(errors) == 1 and "rerun the same command to resume" in errors[0], result.output
+    assert not list(out.glob("shard-*")) and not list(out.glob(".shard-*"))
+    assert json.loads((out / "manifest.json").read_text())["done"] == {}
