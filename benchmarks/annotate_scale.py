@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODES = ("pipe", "pipe2", "local1", "local2", "ray2")
+MODES = ("pipe", "pipe2", "local1", "local2", "ray2", "ray2warm")
 
 
 def conll_sentences() -> list[tuple[str, list[tuple[int, int, str]]]]:
@@ -100,6 +100,11 @@ def run_mode(mode: str, model: str, data: str, n_docs: int) -> dict:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     from spacy_crf_ner.annotate import Settings, annotate
 
+    if mode == "ray2warm":  # a Ray runtime already up (``--ray-address``): not timed
+        import ray
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 _node_ip_address="127.0.0.1")  # fmt: skip
     began = time.perf_counter()
     peak: dict[str, int] = {}
     if mode in ("pipe", "pipe2"):
@@ -110,7 +115,7 @@ def run_mode(mode: str, model: str, data: str, n_docs: int) -> dict:
         n = sum(1 for _ in nlp.pipe(texts, n_process=2 if mode == "pipe2" else 1))
         assert n == n_docs
     else:
-        workers = int(mode[-1])
+        workers = int(mode.removesuffix("warm")[-1])
         engine = "ray" if mode.startswith("ray") else "local"
         stop = threading.Event()
         sampler = threading.Thread(target=hwm_sampler, args=(stop, peak), daemon=True)
@@ -123,6 +128,8 @@ def run_mode(mode: str, model: str, data: str, n_docs: int) -> dict:
         stop.set()
         phases = summary.phases
     seconds = time.perf_counter() - began
+    if mode == "ray2warm":
+        ray.shutdown()
     if mode in ("pipe", "local1"):
         rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     elif mode in ("local2", "pipe2"):
@@ -194,18 +201,20 @@ def main() -> None:
     if "local1" in results and "local2" in results:
         speedup = results["local2"]["docs_per_s"] / results["local1"]["docs_per_s"]
         print(f"local 2 workers / 1 worker: {speedup:.2f}x (efficiency {speedup / 2:.0%})")
-    if "local2" in results and "ray2" in results:
-        local2, ray2 = results["local2"], results["ray2"]
+    for ray_mode in ("ray2", "ray2warm"):
+        if "local2" not in results or ray_mode not in results:
+            continue
+        local2, ray2 = results["local2"], results[ray_mode]
         slower = local2["docs_per_s"] / ray2["docs_per_s"] - 1
-        print(f"ray 2 actors vs local 2 workers: {slower:+.1%} time (wall, fixed costs included)")
+        print(f"{ray_mode} vs local2: {slower:+.1%} time (wall, fixed costs included)")
         if local2.get("steady_docs_per_s") and ray2.get("steady_docs_per_s"):
             steady = local2["steady_docs_per_s"] / ray2["steady_docs_per_s"] - 1
-            print(f"ray 2 actors vs local 2 workers, steady state: {steady:+.1%} time per doc")
+            print(f"{ray_mode} vs local2, steady state: {steady:+.1%} time per doc")
             fixed = {m: results[m]["seconds"] - args.docs / results[m]["steady_docs_per_s"]
-                     for m in ("local2", "ray2")}  # fmt: skip
+                     for m in ("local2", ray_mode)}  # fmt: skip
             print(
                 f"fixed costs (wall - docs / steady rate): local2 {fixed['local2']:.1f} s, "
-                f"ray2 {fixed['ray2']:.1f} s"
+                f"{ray_mode} {fixed[ray_mode]:.1f} s"
             )
     if "pipe" in results and "pipe2" in results:
         ratio = results["pipe2"]["docs_per_s"] / results["pipe"]["docs_per_s"]
