@@ -755,36 +755,16 @@ def ray_blocks(files: list[InputFile], settings: Settings, done: set[int],
     return blocks
 
 
-def positions_table(positions: list[Position]) -> Any:
-    """Positions as an Arrow table (ids and other fields as JSON: any JSON value survives)."""
-    import pyarrow as pa
-
-    def dumps(value: Any) -> str | None:
-        return None if value is None else json.dumps(value, ensure_ascii=False)
-
-    return pa.table({
-        "index": pa.array([p.index for p in positions], pa.int64()),
-        "file": pa.array([p.file for p in positions], pa.string()),
-        "line": pa.array([p.line for p in positions], pa.int64()),
-        "text": pa.array([p.text for p in positions], pa.string()),
-        "doc_id": pa.array([dumps(p.doc_id) for p in positions], pa.string()),
-        "extra": pa.array([dumps(p.extra or None) for p in positions], pa.string()),
-        "error": pa.array([p.error for p in positions], pa.string()),
-    })  # fmt: skip
+def encode_positions(positions: list[Position]) -> str:
+    """A block of positions as one JSON string: what crosses Ray's object store (once to an
+    actor, once back). One string per block, not Arrow columns: encoding and decoding cost
+    a few µs per document instead of ~20 µs (measured), and any JSON id or field survives."""
+    return json.dumps([[p.index, p.file, p.line, p.text, p.doc_id, p.extra, p.error]
+                       for p in positions])  # fmt: skip
 
 
-def table_positions(table: Any) -> Iterator[tuple[Position, list[Entity] | None]]:
-    """The inverse of ``positions_table``, with each doc's entities (None for a bad record)."""
-    columns = {name: table.column(name).to_pylist() for name in table.column_names}
-    for index, file, line, text, doc_id, extra, error, ents in zip(
-        columns["index"], columns["file"], columns["line"], columns["text"],
-        columns["doc_id"], columns["extra"], columns["error"], columns["entities"],
-        strict=True,
-    ):  # fmt: skip
-        position = Position(index, file, line, text,
-                            None if doc_id is None else json.loads(doc_id),
-                            {} if extra is None else json.loads(extra), error)  # fmt: skip
-        yield position, None if ents is None else [tuple(e) for e in json.loads(ents)]
+def decode_positions(data: str) -> list[Position]:
+    return [Position(*row) for row in json.loads(data)]
 
 
 class InputFeed:
@@ -800,7 +780,7 @@ class InputFeed:
         self.released = 0  # blocks written by the driver, no longer kept
         self.positions = iter_positions(files, blocks[0][0]) if blocks else iter(())
 
-    def block(self, number: int) -> Any:
+    def block(self, number: int) -> str:
         if number < self.released:
             raise RuntimeError(f"block {number} was asked for after it was written")
         while self.read <= number:
@@ -811,7 +791,7 @@ class InputFeed:
                     rows.append(position)
                 if position.index >= end - 1:
                     break
-            self.kept[self.read] = positions_table(rows)
+            self.kept[self.read] = encode_positions(rows)
             self.read += 1
         return self.kept[number]
 
@@ -825,23 +805,23 @@ class InputFeed:
 class RayAnnotator:
     """The Ray Data callable class: one pipeline per actor, loaded in the actor (spaCy
     #13506), for the whole run. A batch is block numbers; the actor fetches those blocks
-    from the ``InputFeed`` and returns their positions with an ``entities`` column."""
+    from the ``InputFeed`` and returns, per block, its positions (as fetched) and the
+    entities of its docs (JSON)."""
 
     def __init__(self, model: str, options: dict[str, Any], feed: Any) -> None:
         self.annotator = Annotator(model, **options)
         self.feed = feed
 
-    def __call__(self, batch: dict[str, Any]) -> Any:
-        import pyarrow as pa
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         import ray
 
         numbers = [int(n) for n in batch["block"]]
-        table = pa.concat_tables(ray.get([self.feed.block.remote(n) for n in numbers]))
-        texts = table.column("text").to_pylist()
-        docs = [text for text in texts if text is not None]
-        found = iter(self.annotator.annotate(docs))
-        entities = [None if text is None else json.dumps(next(found)) for text in texts]
-        return table.append_column("entities", pa.array(entities, pa.string()))
+        blocks = ray.get([self.feed.block.remote(n) for n in numbers])
+        entities = []
+        for data in blocks:
+            texts = [p.text for p in decode_positions(data) if p.error is None]
+            entities.append(json.dumps(self.annotator.annotate(texts)))  # type: ignore[arg-type]
+        return {"block": numbers, "positions": blocks, "entities": entities}
 
 
 def _start_ray(ray: Any, settings: Settings) -> bool:
@@ -919,8 +899,9 @@ def _collect_shards(annotated: Any, files: list[InputFile], blocks: list[tuple[i
     size = settings.shard_size
     expected = iter(i for first, end in blocks for i in range(first, end))
     shard, positions, entities = -1, [], []
-    for table in annotated.iter_batches(batch_size=None, batch_format="pyarrow"):
-        for position, ents in table_positions(table):
+    for row in annotated.iter_rows():
+        found = iter(json.loads(row["entities"]))
+        for position in decode_positions(row["positions"]):
             want = next(expected, None)
             if position.index != want:
                 raise RuntimeError(
@@ -929,8 +910,8 @@ def _collect_shards(annotated: Any, files: list[InputFile], blocks: list[tuple[i
             if position.index // size != shard:
                 shard, positions, entities = position.index // size, [], []
             positions.append(position)
-            if ents is not None:
-                entities.append(ents)
+            if position.error is None:
+                entities.append(next(found))
             if position.index == min((shard + 1) * size, total) - 1:
                 yield shard, positions, entities
                 feed.release.remote(position.index + 1)
