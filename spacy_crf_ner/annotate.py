@@ -775,7 +775,7 @@ class InputFeed:
 
     def __init__(self, files: list[InputFile], blocks: list[tuple[int, int]]) -> None:
         self.blocks = blocks
-        self.kept: dict[int, Any] = {}
+        self.kept: dict[int, str] = {}
         self.read = 0  # blocks read so far
         self.released = 0  # blocks written by the driver, no longer kept
         self.positions = iter_positions(files, blocks[0][0]) if blocks else iter(())
