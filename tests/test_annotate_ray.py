@@ -52,10 +52,13 @@ def setup(overfit: Any, en_train_data: list, tmp_path_factory: pytest.TempPathFa
     lines = [json.dumps({"id": f"d{i}", "text": base[i % len(base)]}) for i in range(N_DOCS)]
     lines.insert(17, "{broken")  # a bad record: errors.jsonl, in both engines
     (root / "docs.jsonl").write_text("\n".join(lines) + "\n", encoding="utf8")
-    local = root / "local"
-    settings = Settings(shard_size=SHARD_SIZE, entity_probs=True, progress=False)
-    annotate(root / "model", [root / "docs.jsonl"], local, settings)
-    return {"root": root, "model": root / "model", "input": root / "docs.jsonl", "local": local}
+    local = {}
+    for fmt in ("jsonl", "spacy"):
+        local[fmt] = root / f"local-{fmt}"
+        settings = Settings(shard_size=SHARD_SIZE, entity_probs=True, progress=False, fmt=fmt)
+        annotate(root / "model", [root / "docs.jsonl"], local[fmt], settings)
+    return {"root": root, "model": root / "model", "input": root / "docs.jsonl",
+            "local": local["jsonl"], "local_spacy": local["spacy"]}  # fmt: skip
 
 
 def shard_bytes(out: Path) -> dict[str, bytes]:
@@ -63,17 +66,24 @@ def shard_bytes(out: Path) -> dict[str, bytes]:
     return {name: (out / name).read_bytes() for name in names}
 
 
-def ray_settings() -> Settings:
+def ray_settings(fmt: str = "jsonl") -> Settings:
     return Settings(
-        engine="ray", workers=2, shard_size=SHARD_SIZE, entity_probs=True, progress=False
+        engine="ray", workers=2, shard_size=SHARD_SIZE, entity_probs=True, progress=False, fmt=fmt
     )
 
 
-def test_ray_writes_the_same_bytes_as_local(ray_runtime: Any, setup: dict, tmp_path: Path) -> None:
+@pytest.mark.parametrize("fmt", ["jsonl", "spacy"])
+def test_ray_writes_the_same_bytes_as_local(
+    ray_runtime: Any, setup: dict, tmp_path: Path, fmt: str
+) -> None:
     out = tmp_path / "ray"
-    summary = annotate(setup["model"], [setup["input"]], out, ray_settings())
+    summary = annotate(setup["model"], [setup["input"]], out, ray_settings(fmt))
     assert summary.docs == N_DOCS and summary.errors == 1
-    assert shard_bytes(out) == shard_bytes(setup["local"])
+    local = setup["local" if fmt == "jsonl" else "local_spacy"]
+    assert sorted(p.name for p in out.glob("shard-*")) == sorted(
+        p.name for p in local.glob("shard-*")
+    )
+    assert shard_bytes(out) == shard_bytes(local)
     assert ray.is_initialized()  # a runtime it did not start is left running
 
 
