@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .loaders import NotAPipelineError, write_atomic
+# ``.loaders`` (spaCy, and through Thinc torch: seconds) is imported where it is used, so that
+# the Ray engine's input reader, which imports this module, starts in a fraction of a second.
 
 ENGINES = ("local", "ray")
 OUTPUT_FORMATS = ("jsonl", "spacy")
@@ -305,6 +306,8 @@ def file_digest(path: Path) -> str:
 
 def describe_model(model: str | Path) -> dict[str, Any]:
     """The model's path, meta and a hash over its files (which a rerun must match)."""
+    from .loaders import NotAPipelineError
+
     path = Path(model)
     if not path.exists():
         import spacy
@@ -486,6 +489,8 @@ def annotate(
 ) -> Summary:
     """Annotate ``inputs`` with ``model`` into numbered shards under ``output``, resuming a
     run there that was interrupted; see the module docstring for the guarantees."""
+    from .loaders import write_atomic
+
     settings = settings or Settings()
     settings.check()
     began = time.perf_counter()
