@@ -80,8 +80,10 @@ def train_model(path: Path) -> None:
 
 
 def hwm_sampler(stop: threading.Event, peak: dict[str, int]) -> None:
-    """Largest VmHWM (kB) of any Ray actor running the pipeline, sampled every 0.2 s."""
-    while not stop.wait(0.2):
+    """Largest VmHWM (kB) of any Ray actor running the pipeline, sampled every second (a
+    high-water mark: the peak is kept between samples; scanning /proc more often costs the
+    driver CPU that the Ray modes would be charged for)."""
+    while not stop.wait(1.0):
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
