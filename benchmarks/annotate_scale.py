@@ -142,24 +142,18 @@ def run_mode(mode: str, model: str, data: str, n_docs: int) -> dict:
               "docs_per_s": round(n_docs / seconds, 1),
               "peak_rss_mb_per_worker": round(rss_kb / 1024, 1)}  # fmt: skip
     if mode not in ("pipe", "pipe2"):
-        steady = phases.get("steady", 0.0)
+        steps = ("engine_start", "first_shard", "steady", "engine_stop")
+        before = summary.seconds - sum(phases.get(k, 0.0) for k in steps)
         result["phases_s"] = {
-            "before_engine": round(
-                summary.seconds
-                - sum(
-                    phases.get(k, 0.0)
-                    for k in ("engine_start", "first_shard", "steady", "engine_stop")
-                ),
-                2,
-            ),  # fmt: skip
-            **{
-                k: round(phases.get(k, 0.0), 2)
-                for k in ("engine_start", "first_shard", "steady", "engine_stop")
-            },  # fmt: skip
+            "before_engine": round(before, 2),
+            **{k: round(phases.get(k, 0.0), 2) for k in steps},
         }
-        result["steady_docs_per_s"] = (
-            round(phases.get("steady_docs", 0) / steady, 1) if steady else None
-        )
+        steady = phases.get("steady", 0.0)
+        rate = phases.get("steady_docs", 0) / steady if steady else None
+        result["steady_docs_per_s"] = round(rate, 1) if rate else None
+        if "workers_used" in phases:  # Ray: did every actor get work?
+            result["actors_used"] = int(phases["workers_used"])
+            result["busiest_actor_share"] = round(phases["busiest_worker_share"], 2)
     return result
 
 

@@ -407,7 +407,8 @@ class Summary:
     """Where this run's time went, in seconds: ``engine_start`` (starting Ray; 0 for local),
     ``first_shard`` (from then until the first shard was written: workers start, load the
     pipeline and annotate one shard), ``steady`` (from then until the last shard was written,
-    over ``steady_docs`` docs: the per-document rate) and ``engine_stop``."""
+    over ``steady_docs`` docs: the per-document rate) and ``engine_stop``; for Ray also
+    ``workers_used`` (actor processes that returned blocks) and ``busiest_worker_share``."""
 
     @property
     def docs_per_second(self) -> float:
@@ -826,7 +827,8 @@ class RayAnnotator:
         for data in blocks:
             texts = [p.text for p in decode_positions(data) if p.error is None]
             entities.append(json.dumps(self.annotator.annotate(texts)))  # type: ignore[arg-type]
-        return {"block": numbers, "positions": blocks, "entities": entities}
+        worker = [os.getpid()] * len(numbers)
+        return {"block": numbers, "positions": blocks, "entities": entities, "worker": worker}
 
 
 def _start_ray(ray: Any, settings: Settings) -> bool:
@@ -888,7 +890,7 @@ def run_ray(model: str, files: list[InputFile], done: set[int], settings: Settin
             num_gpus=settings.gpus_per_worker or None,
             batch_format="numpy",
         )
-        yield from _collect_shards(annotated, files, blocks, settings, feed)
+        yield from _collect_shards(annotated, files, blocks, settings, feed, phases)
     finally:
         stopping = time.perf_counter()
         if started_here:
@@ -896,15 +898,26 @@ def run_ray(model: str, files: list[InputFile], done: set[int], settings: Settin
         phases["engine_stop"] = time.perf_counter() - stopping
 
 
-def _collect_shards(annotated: Any, files: list[InputFile], blocks: list[tuple[int, int]],
-                    settings: Settings, feed: Any) -> ShardResults:  # fmt: skip
+def _collect_shards(
+    annotated: Any,
+    files: list[InputFile],
+    blocks: list[tuple[int, int]],
+    settings: Settings,
+    feed: Any,
+    phases: dict[str, float],
+) -> ShardResults:
     """Group the returned positions into shards; every pending position must come back
-    exactly once and in order (anything else is an error, never a wrong shard)."""
+    exactly once and in order (anything else is an error, never a wrong shard). Counts the
+    blocks each actor process did (``phases``: ``workers_used``, ``busiest_worker_share``)."""
+    per_worker: Counter = Counter()
     total = sum(item.positions for item in files)
     size = settings.shard_size
     expected = iter(i for first, end in blocks for i in range(first, end))
     shard, positions, entities = -1, [], []
     for row in annotated.iter_rows():
+        per_worker[row["worker"]] += 1
+        phases["workers_used"] = len(per_worker)
+        phases["busiest_worker_share"] = max(per_worker.values()) / sum(per_worker.values())
         found = iter(json.loads(row["entities"]))
         for position in decode_positions(row["positions"]):
             want = next(expected, None)
