@@ -542,11 +542,9 @@ def annotate(
     first_written = last_written = None
     steady_docs = 0
     try:
-        ready = time.perf_counter()
+        engine_began = time.perf_counter()
         for shard, positions, entities in run(str(model_info["path"]), files, done, settings,
                                               phases):  # fmt: skip
-            if first_written is None:
-                ready += phases["engine_start"]
             info = writer.write(shard, positions, entities)
             info["ranges"] = shard_ranges(files, shard, settings.shard_size)
             manifest["done"][str(shard)] = info
@@ -563,7 +561,7 @@ def annotate(
         if bar is not None:
             bar.close()
     if first_written is not None and last_written is not None:
-        phases["first_shard"] = first_written - ready
+        phases["first_shard"] = first_written - engine_began - phases["engine_start"]
         phases["steady"] = last_written - first_written
         phases["steady_docs"] = steady_docs
     summary.phases = phases

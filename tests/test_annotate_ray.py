@@ -85,6 +85,11 @@ def test_ray_writes_the_same_bytes_as_local(
     )
     assert shard_bytes(out) == shard_bytes(local)
     assert ray.is_initialized()  # a runtime it did not start is left running
+    phases = summary.phases  # the benchmark's split of fixed and per-document costs
+    assert phases["engine_start"] < 1.0  # the runtime was already up: nothing started
+    assert phases["steady_docs"] == N_DOCS - (SHARD_SIZE - 1)  # shard 0 has the bad record
+    assert phases["first_shard"] > 0 and phases["steady"] > 0
+    assert phases["workers_used"] in (1, 2)
 
 
 def test_actor_killed_mid_task_loses_and_duplicates_nothing(
