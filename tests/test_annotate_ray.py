@@ -1,6 +1,7 @@
 """``annotate --engine ray`` on a local Ray runtime (2 CPUs, loopback only): the same bytes
-as the local engine, and nothing lost or duplicated when an actor is killed mid-run.
-Skipped where Ray Data is not installed (the ``distributed`` extra)."""
+as the local engine (JSONL and DocBin), nothing lost or duplicated when an actor is killed
+mid-task, a rerun that redoes only missing shards, and a run Ray cannot finish reported as one
+error line. Skipped where Ray Data is not installed (the ``distributed`` extra)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 
-# A Ray runtime starts and stops (~80 s for the module): not in the quick set.
+# A Ray runtime starts and stops, five datasets run (~90-130 s): not in the quick set.
 pytestmark = pytest.mark.slow
 
 import spacy_crf_ner.annotate as annotate_module  # noqa: E402
