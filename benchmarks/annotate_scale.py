@@ -14,7 +14,9 @@ per worker is the main process's for ``pipe``/``local1``, the largest child's fo
 For ``annotate`` modes it also prints where the time went (``Summary.phases``): starting Ray,
 the first shard (workers start, load the pipeline, annotate one shard), the steady state (the
 later shards: docs/s without fixed costs) and stopping Ray, so that Ray's per-document overhead
-is seen apart from its fixed costs.
+is seen apart from its fixed costs; and CPU seconds by process (``cpu_s``: the driver, the
+local workers, and for Ray the actors, the input reader, raylet, GCS and other Ray processes,
+sampled once a second, so up to a second of a process's last CPU may be missed).
 Without ``--model``, a crf_ner with the factory's default (BiLSTM) model is trained for a few
 steps on the sample (its accuracy does not matter for speed).
 """
@@ -79,22 +81,64 @@ def train_model(path: Path) -> None:
     nlp.to_disk(path)
 
 
-def hwm_sampler(stop: threading.Event, peak: dict[str, int]) -> None:
-    """Largest VmHWM (kB) of any Ray actor running the pipeline, sampled every second (a
-    high-water mark: the peak is kept between samples; scanning /proc more often costs the
-    driver CPU that the Ray modes would be charged for)."""
-    while not stop.wait(1.0):
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def ray_category(cmdline: bytes) -> str | None:
+    """Which part of a Ray run a process is (by its command line), or None if not Ray's. A
+    worker's command line changes (``ray::IDLE``, then its actor), so it is read each time."""
+    program = cmdline.split(b"\0", 1)[0]
+    if program.endswith(b"/raylet"):
+        return "raylet"
+    if program.endswith(b"/gcs_server"):
+        return "gcs"
+    if b"RayAnnotator" in cmdline:
+        return "actors"
+    if b"InputFeed" in cmdline:
+        return "input_feed"
+    return "ray_other" if b"ray::" in cmdline or b"/ray/" in cmdline else None
+
+
+def proc_stat(pid: str) -> tuple[int, int]:
+    """(CPU ticks used, start time in ticks since boot) of a process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12]), int(fields[19])
+
+
+def ray_sampler(stop: threading.Event, peak: dict[str, int], cpu: dict[str, float]) -> None:
+    """Every second: the largest VmHWM (kB) of any Ray actor running the pipeline (a
+    high-water mark: the peak is kept between samples) and the CPU time of every Ray process
+    started after this one (actors, input reader, raylet, GCS, other Ray workers), less what
+    it had used when sampling began. Once a second: scanning /proc costs the driver CPU that
+    the Ray modes are charged for."""
+    _, own_start = proc_stat(str(os.getpid()))
+    seen: dict[str, tuple[str, int, int]] = {}  # pid: (category, first ticks, last ticks)
+    first = True
+    while True:
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
             try:
-                if b"RayAnnotator" not in (entry / "cmdline").read_bytes():
+                ticks, started = proc_stat(entry.name)
+                if started < own_start:
                     continue
-                for line in (entry / "status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        peak["kb"] = max(peak.get("kb", 0), int(line.split()[1]))
-            except OSError:
+                name = ray_category((entry / "cmdline").read_bytes())
+                if name is None:
+                    continue
+                base = seen[entry.name][1] if entry.name in seen else (ticks if first else 0)
+                seen[entry.name] = (name, base, ticks)
+                if name == "actors":
+                    for line in (entry / "status").read_text().splitlines():
+                        if line.startswith("VmHWM:"):
+                            peak["kb"] = max(peak.get("kb", 0), int(line.split()[1]))
+            except (OSError, ValueError, IndexError):
                 continue
+        first = False
+        cpu.clear()
+        for name, base, last in seen.values():
+            cpu[name] = cpu.get(name, 0.0) + (last - base) / TICKS
+        if stop.wait(1.0):
+            return
 
 
 def run_mode(mode: str, model: str, data: str, n_docs: int) -> dict:
@@ -107,8 +151,14 @@ def run_mode(mode: str, model: str, data: str, n_docs: int) -> dict:
 
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
                  _node_ip_address="127.0.0.1")  # fmt: skip
-    began = time.perf_counter()
     peak: dict[str, int] = {}
+    ray_cpu: dict[str, float] = {}
+    stop = threading.Event()
+    sampler = threading.Thread(target=ray_sampler, args=(stop, peak, ray_cpu), daemon=True)
+    if mode.startswith("ray"):
+        sampler.start()
+    began = time.perf_counter()
+    cpu_began = resource.getrusage(resource.RUSAGE_SELF)
     if mode in ("pipe", "pipe2"):
         from spacy_crf_ner.loaders import load_pipeline
 
@@ -119,17 +169,22 @@ def run_mode(mode: str, model: str, data: str, n_docs: int) -> dict:
     else:
         workers = int(mode.removesuffix("warm")[-1])
         engine = "ray" if mode.startswith("ray") else "local"
-        stop = threading.Event()
-        sampler = threading.Thread(target=hwm_sampler, args=(stop, peak), daemon=True)
-        if engine == "ray":
-            sampler.start()
         with tempfile.TemporaryDirectory() as out:
             settings = Settings(engine=engine, workers=workers, progress=False)
             summary = annotate(model, [data], Path(out) / "run", settings)
             assert summary.docs == n_docs
-        stop.set()
         phases = summary.phases
     seconds = time.perf_counter() - began
+    stop.set()
+    if sampler.is_alive():
+        sampler.join()
+    self_used = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = {"driver": self_used.ru_utime + self_used.ru_stime
+             - cpu_began.ru_utime - cpu_began.ru_stime}  # fmt: skip
+    if mode in ("local2", "pipe2"):
+        cpu_s["workers"] = children.ru_utime + children.ru_stime
+    cpu_s.update(ray_cpu)
     if mode == "ray2warm":
         ray.shutdown()
     if mode in ("pipe", "local1"):
@@ -140,7 +195,8 @@ def run_mode(mode: str, model: str, data: str, n_docs: int) -> dict:
         rss_kb = peak.get("kb", 0)
     result = {"mode": mode, "seconds": round(seconds, 2),
               "docs_per_s": round(n_docs / seconds, 1),
-              "peak_rss_mb_per_worker": round(rss_kb / 1024, 1)}  # fmt: skip
+              "peak_rss_mb_per_worker": round(rss_kb / 1024, 1),
+              "cpu_s": {k: round(v, 1) for k, v in cpu_s.items()}}  # fmt: skip
     if mode not in ("pipe", "pipe2"):
         steps = ("engine_start", "first_shard", "steady", "engine_stop")
         before = summary.seconds - sum(phases.get(k, 0.0) for k in steps)
