@@ -4,11 +4,19 @@ sample's CoNLL sentences.
 
     python benchmarks/annotate_scale.py [--docs 50000] [--model DIR] [--modes pipe,local1,...]
 
+``--modes local2,ray2`` compares the two engines alone (e.g. at 500,000 docs).
+
 Each mode runs in its own subprocess (so that peak RSS is that mode's): wall time includes
 loading the model and, for ``annotate``, hashing the inputs and writing the shards. Peak RSS
 per worker is the main process's for ``pipe``/``local1``, the largest child's for ``pipe2``/
 ``local2`` (``RUSAGE_CHILDREN``), and the largest Ray actor's high-water mark (``VmHWM``) for
 ``ray2``.
+For ``annotate`` modes it also prints where the time went (``Summary.phases``): starting Ray,
+the first shard (workers start, load the pipeline, annotate one shard), the steady state (the
+later shards: docs/s without fixed costs) and stopping Ray, so that Ray's per-document overhead
+is seen apart from its fixed costs; and CPU seconds by process (``cpu_s``: the driver, the
+local workers, and for Ray the actors, the input reader, raylet, GCS and other Ray processes,
+sampled once a second, so up to a second of a process's last CPU may be missed).
 Without ``--model``, a crf_ner with the factory's default (BiLSTM) model is trained for a few
 steps on the sample (its accuracy does not matter for speed).
 """
@@ -27,7 +35,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODES = ("pipe", "pipe2", "local1", "local2", "ray2")
+MODES = ("pipe", "pipe2", "local1", "local2", "ray2", "ray2warm")
 
 
 def conll_sentences() -> list[tuple[str, list[tuple[int, int, str]]]]:
@@ -73,20 +81,64 @@ def train_model(path: Path) -> None:
     nlp.to_disk(path)
 
 
-def hwm_sampler(stop: threading.Event, peak: dict[str, int]) -> None:
-    """Largest VmHWM (kB) of any Ray actor running the pipeline, sampled every 0.2 s."""
-    while not stop.wait(0.2):
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def ray_category(cmdline: bytes) -> str | None:
+    """Which part of a Ray run a process is (by its command line), or None if not Ray's. A
+    worker's command line changes (``ray::IDLE``, then its actor), so it is read each time."""
+    program = cmdline.split(b"\0", 1)[0]
+    if program.endswith(b"/raylet"):
+        return "raylet"
+    if program.endswith(b"/gcs_server"):
+        return "gcs"
+    if b"RayAnnotator" in cmdline:
+        return "actors"
+    if b"InputFeed" in cmdline:
+        return "input_feed"
+    return "ray_other" if b"ray::" in cmdline or b"/ray/" in cmdline else None
+
+
+def proc_stat(pid: str) -> tuple[int, int]:
+    """(CPU ticks used, start time in ticks since boot) of a process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12]), int(fields[19])
+
+
+def ray_sampler(stop: threading.Event, peak: dict[str, int], cpu: dict[str, float]) -> None:
+    """Every second: the largest VmHWM (kB) of any Ray actor running the pipeline (a
+    high-water mark: the peak is kept between samples) and the CPU time of every Ray process
+    started after this one (actors, input reader, raylet, GCS, other Ray workers), less what
+    it had used when sampling began. Once a second: scanning /proc costs the driver CPU that
+    the Ray modes are charged for."""
+    _, own_start = proc_stat(str(os.getpid()))
+    seen: dict[str, tuple[str, int, int]] = {}  # pid: (category, first ticks, last ticks)
+    first = True
+    while True:
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
             try:
-                if b"RayAnnotator" not in (entry / "cmdline").read_bytes():
+                ticks, started = proc_stat(entry.name)
+                if started < own_start:
                     continue
-                for line in (entry / "status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        peak["kb"] = max(peak.get("kb", 0), int(line.split()[1]))
-            except OSError:
+                name = ray_category((entry / "cmdline").read_bytes())
+                if name is None:
+                    continue
+                base = seen[entry.name][1] if entry.name in seen else (ticks if first else 0)
+                seen[entry.name] = (name, base, ticks)
+                if name == "actors":
+                    for line in (entry / "status").read_text().splitlines():
+                        if line.startswith("VmHWM:"):
+                            peak["kb"] = max(peak.get("kb", 0), int(line.split()[1]))
+            except (OSError, ValueError, IndexError):
                 continue
+        first = False
+        cpu.clear()
+        for name, base, last in seen.values():
+            cpu[name] = cpu.get(name, 0.0) + (last - base) / TICKS
+        if stop.wait(1.0):
+            return
 
 
 def run_mode(mode: str, model: str, data: str, n_docs: int) -> dict:
@@ -94,8 +146,19 @@ def run_mode(mode: str, model: str, data: str, n_docs: int) -> dict:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     from spacy_crf_ner.annotate import Settings, annotate
 
-    began = time.perf_counter()
+    if mode == "ray2warm":  # a Ray runtime already up (``--ray-address``): not timed
+        import ray
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 _node_ip_address="127.0.0.1")  # fmt: skip
     peak: dict[str, int] = {}
+    ray_cpu: dict[str, float] = {}
+    stop = threading.Event()
+    sampler = threading.Thread(target=ray_sampler, args=(stop, peak, ray_cpu), daemon=True)
+    if mode.startswith("ray"):
+        sampler.start()
+    began = time.perf_counter()
+    cpu_began = resource.getrusage(resource.RUSAGE_SELF)
     if mode in ("pipe", "pipe2"):
         from spacy_crf_ner.loaders import load_pipeline
 
@@ -104,35 +167,62 @@ def run_mode(mode: str, model: str, data: str, n_docs: int) -> dict:
         n = sum(1 for _ in nlp.pipe(texts, n_process=2 if mode == "pipe2" else 1))
         assert n == n_docs
     else:
-        workers = int(mode[-1])
+        workers = int(mode.removesuffix("warm")[-1])
         engine = "ray" if mode.startswith("ray") else "local"
-        stop = threading.Event()
-        sampler = threading.Thread(target=hwm_sampler, args=(stop, peak), daemon=True)
-        if engine == "ray":
-            sampler.start()
         with tempfile.TemporaryDirectory() as out:
             settings = Settings(engine=engine, workers=workers, progress=False)
             summary = annotate(model, [data], Path(out) / "run", settings)
             assert summary.docs == n_docs
-        stop.set()
+        phases = summary.phases
     seconds = time.perf_counter() - began
+    stop.set()
+    if sampler.is_alive():
+        sampler.join()
+    self_used = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = {"driver": self_used.ru_utime + self_used.ru_stime
+             - cpu_began.ru_utime - cpu_began.ru_stime}  # fmt: skip
+    if mode in ("local2", "pipe2"):
+        cpu_s["workers"] = children.ru_utime + children.ru_stime
+    cpu_s.update(ray_cpu)
+    if mode == "ray2warm":
+        ray.shutdown()
     if mode in ("pipe", "local1"):
         rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     elif mode in ("local2", "pipe2"):
         rss_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     else:
         rss_kb = peak.get("kb", 0)
-    return {"mode": mode, "seconds": round(seconds, 2), "docs_per_s": round(n_docs / seconds, 1),
-            "peak_rss_mb_per_worker": round(rss_kb / 1024, 1)}  # fmt: skip
+    result = {"mode": mode, "seconds": round(seconds, 2),
+              "docs_per_s": round(n_docs / seconds, 1),
+              "peak_rss_mb_per_worker": round(rss_kb / 1024, 1),
+              "cpu_s": {k: round(v, 1) for k, v in cpu_s.items()}}  # fmt: skip
+    if mode not in ("pipe", "pipe2"):
+        steps = ("engine_start", "first_shard", "steady", "engine_stop")
+        before = summary.seconds - sum(phases.get(k, 0.0) for k in steps)
+        result["phases_s"] = {
+            "before_engine": round(before, 2),
+            **{k: round(phases.get(k, 0.0), 2) for k in steps},
+        }
+        steady = phases.get("steady", 0.0)
+        rate = phases.get("steady_docs", 0) / steady if steady else None
+        result["steady_docs_per_s"] = round(rate, 1) if rate else None
+        if "workers_used" in phases:  # Ray: did every actor get work?
+            result["actors_used"] = int(phases["workers_used"])
+            result["busiest_actor_share"] = round(phases["busiest_worker_share"], 2)
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=50_000)
     parser.add_argument("--model", default=None)
-    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--modes", default=",".join(MODES), help=f"Any of {', '.join(MODES)}.")
     parser.add_argument("--one", nargs=3, metavar=("MODE", "MODEL", "DATA"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    unknown = sorted(set(args.modes.split(",")) - set(MODES))
+    if unknown:
+        parser.error(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
     if args.one:
         mode, model, data = args.one
         print(json.dumps(run_mode(mode, model, data, args.docs)))
@@ -163,9 +253,21 @@ def main() -> None:
     if "local1" in results and "local2" in results:
         speedup = results["local2"]["docs_per_s"] / results["local1"]["docs_per_s"]
         print(f"local 2 workers / 1 worker: {speedup:.2f}x (efficiency {speedup / 2:.0%})")
-    if "local2" in results and "ray2" in results:
-        overhead = 1 - results["ray2"]["docs_per_s"] / results["local2"]["docs_per_s"]
-        print(f"ray 2 actors vs local 2 workers: {overhead:+.0%} slower")
+    for ray_mode in ("ray2", "ray2warm"):
+        if "local2" not in results or ray_mode not in results:
+            continue
+        local2, ray2 = results["local2"], results[ray_mode]
+        slower = local2["docs_per_s"] / ray2["docs_per_s"] - 1
+        print(f"{ray_mode} vs local2: {slower:+.1%} time (wall, fixed costs included)")
+        if local2.get("steady_docs_per_s") and ray2.get("steady_docs_per_s"):
+            steady = local2["steady_docs_per_s"] / ray2["steady_docs_per_s"] - 1
+            print(f"{ray_mode} vs local2, steady state: {steady:+.1%} time per doc")
+            fixed = {m: results[m]["seconds"] - args.docs / results[m]["steady_docs_per_s"]
+                     for m in ("local2", ray_mode)}  # fmt: skip
+            print(
+                f"fixed costs (wall - docs / steady rate): local2 {fixed['local2']:.1f} s, "
+                f"{ray_mode} {fixed[ray_mode]:.1f} s"
+            )
     if "pipe" in results and "pipe2" in results:
         ratio = results["pipe2"]["docs_per_s"] / results["pipe"]["docs_per_s"]
         print(f"nlp.pipe n_process=2 / n_process=1: {ratio:.2f}x")

@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .loaders import NotAPipelineError, write_atomic
+# ``.loaders`` (spaCy, and through Thinc torch: seconds) is imported where it is used, so that
+# the Ray engine's input reader, which imports this module, starts in a fraction of a second.
 
 ENGINES = ("local", "ray")
 OUTPUT_FORMATS = ("jsonl", "spacy")
@@ -305,6 +306,8 @@ def file_digest(path: Path) -> str:
 
 def describe_model(model: str | Path) -> dict[str, Any]:
     """The model's path, meta and a hash over its files (which a rerun must match)."""
+    from .loaders import NotAPipelineError
+
     path = Path(model)
     if not path.exists():
         import spacy
@@ -400,6 +403,12 @@ class Summary:
     docs_this_run: int = 0
     entities: Counter = field(default_factory=Counter)
     seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+    """Where this run's time went, in seconds: ``engine_start`` (starting Ray; 0 for local),
+    ``first_shard`` (from then until the first shard was written: workers start, load the
+    pipeline and annotate one shard), ``steady`` (from then until the last shard was written,
+    over ``steady_docs`` docs: the per-document rate) and ``engine_stop``; for Ray also
+    ``workers_used`` (actor processes that returned blocks) and ``busiest_worker_share``."""
 
     @property
     def docs_per_second(self) -> float:
@@ -444,7 +453,10 @@ class Settings:
 
 
 ShardBatches = Iterator[tuple[int, list[Position]]]
-Runner = Callable[[str, ShardBatches, Settings], Iterator[tuple[int, list[list[Entity]]]]]
+ShardResults = Iterator[tuple[int, list[Position], list[list[Entity]]]]
+Runner = Callable[[str, list[InputFile], set[int], Settings, dict[str, float]], ShardResults]
+"""An engine: (model path, input files, done shards, settings, phases to fill in) →
+(shard, its positions, the entities of its docs) for every pending shard, in shard order."""
 
 
 def pending_shards(files: list[InputFile], settings: Settings, done: set[int]) -> ShardBatches:
@@ -478,6 +490,8 @@ def annotate(
 ) -> Summary:
     """Annotate ``inputs`` with ``model`` into numbered shards under ``output``, resuming a
     run there that was interrupted; see the module docstring for the guarantees."""
+    from .loaders import write_atomic
+
     settings = settings or Settings()
     settings.check()
     began = time.perf_counter()
@@ -523,27 +537,34 @@ def annotate(
 
     bar = _progress(remaining, settings.progress)
     writer = ShardWriter(output, settings, model_info["path"])
-    positions_of: dict[int, list[Position]] = {}
-
-    def feed() -> ShardBatches:
-        for shard, positions in pending_shards(files, settings, done):
-            positions_of[shard] = positions
-            yield shard, positions
-
+    phases: dict[str, float] = {"engine_start": 0.0, "engine_stop": 0.0}
     run = runner or (run_local if settings.engine == "local" else run_ray)
+    first_written = last_written = None
+    steady_docs = 0
     try:
-        for shard, entities in run(str(model_info["path"]), feed(), settings):
-            positions = positions_of.pop(shard)
+        engine_began = time.perf_counter()
+        for shard, positions, entities in run(str(model_info["path"]), files, done, settings,
+                                              phases):  # fmt: skip
             info = writer.write(shard, positions, entities)
             info["ranges"] = shard_ranges(files, shard, settings.shard_size)
             manifest["done"][str(shard)] = info
             write_atomic(output / MANIFEST, json.dumps(manifest, indent=1, ensure_ascii=False))
             summary.docs_this_run += info["docs"]
+            last_written = time.perf_counter()
+            if first_written is None:
+                first_written = last_written
+            else:
+                steady_docs += info["docs"]
             if bar is not None:
                 bar.update(len(positions))
     finally:
         if bar is not None:
             bar.close()
+    if first_written is not None and last_written is not None:
+        phases["first_shard"] = first_written - engine_began - phases["engine_start"]
+        phases["steady"] = last_written - first_written
+        phases["steady_docs"] = steady_docs
+    summary.phases = phases
     summary.seconds = time.perf_counter() - began
     for info in manifest["done"].values():
         summary.docs += info["docs"]
@@ -651,9 +672,11 @@ def _chunks(shard: int, positions: list[Position], size: int) -> Iterator[list[s
         yield texts[i : i + size]  # type: ignore[misc]
 
 
-def run_local(model: str, shards: ShardBatches, settings: Settings):
+def run_local(model: str, files: list[InputFile], done: set[int], settings: Settings,
+              phases: dict[str, float]) -> ShardResults:  # fmt: skip
     """Annotate shard by shard: in this process (one worker) or in worker processes that each
     load the pipeline once; at most two shards of texts in flight (memory stays bounded)."""
+    shards = pending_shards(files, settings, done)
     options = {
         "gpu_id": settings.gpu_id,
         "entity_probs": settings.entity_probs,
@@ -664,7 +687,7 @@ def run_local(model: str, shards: ShardBatches, settings: Settings):
         for shard, positions in shards:
             annotator = annotator or Annotator(model, **options)
             texts = [p.text for p in positions if p.error is None]
-            yield shard, annotator.annotate(texts)  # type: ignore[arg-type]
+            yield shard, positions, annotator.annotate(texts)  # type: ignore[arg-type]
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -674,11 +697,11 @@ def run_local(model: str, shards: ShardBatches, settings: Settings):
     context = multiprocessing.get_context(method)
     size = settings.chunk_size
     with ProcessPoolExecutor(settings.workers, mp_context=context) as pool:
-        pending: deque = deque()  # (shard, [futures]) in input order
+        pending: deque = deque()  # (shard, positions, [futures]) in input order
         limit = 2 * settings.workers
 
         def in_flight() -> int:
-            return sum(len(futures) for _, futures in pending)
+            return sum(len(futures) for _, _, futures in pending)
 
         def drain(keep: int):
             # The next shard is submitted before the oldest is collected and written, so the
@@ -687,17 +710,17 @@ def run_local(model: str, shards: ShardBatches, settings: Settings):
             while pending and (
                 keep < 0 or len(pending) > keep or (len(pending) > 1 and in_flight() > keep)
             ):
-                shard, futures = pending[0]
+                shard, positions, futures = pending[0]
                 results: list = []
                 for future in futures:
                     results.extend(future.result())
                 pending.popleft()
-                yield shard, results
+                yield shard, positions, results
 
         for shard, positions in shards:
             futures = [pool.submit(_worker_annotate, model, options, chunk)
                        for chunk in _chunks(shard, positions, size)]  # fmt: skip
-            pending.append((shard, futures))
+            pending.append((shard, positions, futures))
             yield from drain(limit)
         yield from drain(-1)
 
@@ -717,99 +740,197 @@ def require_ray() -> Any:
     return ray
 
 
+RAY_BLOCK_SIZE = 2048
+"""Positions per block of the Ray dataset (a block never spans two shards). Ray Data spends
+some tens of milliseconds on each block (a task on an actor, the object store, the driver's
+executor), so a block carries about half a second of one worker's work."""
+
+
+def ray_blocks(files: list[InputFile], settings: Settings, done: set[int],
+               size: int = RAY_BLOCK_SIZE) -> list[tuple[int, int]]:  # fmt: skip
+    """``[first, end)`` positions of each block: the pending shards cut into pieces."""
+    total = sum(item.positions for item in files)
+    shard_size = settings.shard_size
+    blocks = []
+    for shard in range(-(-total // shard_size)):
+        if shard not in done:
+            lo, hi = shard * shard_size, min((shard + 1) * shard_size, total)
+            blocks.extend((a, min(a + size, hi)) for a in range(lo, hi, size))
+    return blocks
+
+
+def encode_positions(positions: list[Position]) -> str:
+    """A block of positions as one JSON string: what crosses Ray's object store (once to an
+    actor, once back). One string per block, not Arrow columns: encoding and decoding cost
+    a few µs per document instead of ~20 µs (measured), and any JSON id or field survives."""
+    return json.dumps([[p.index, p.file, p.line, p.text, p.doc_id, p.extra, p.error]
+                       for p in positions])  # fmt: skip
+
+
+def decode_positions(data: str) -> list[Position]:
+    return [Position(*row) for row in json.loads(data)]
+
+
+class InputFeed:
+    """A Ray actor on the driver's node that reads the inputs once, in order (so they need to
+    be on that machine only), and hands the pending positions out block by block as the
+    actors ask for them: the dataset streams, and nothing is read far ahead. A block is kept
+    until the driver has written it, so that a task Ray retries gets it again."""
+
+    def __init__(self, files: list[InputFile], blocks: list[tuple[int, int]]) -> None:
+        self.blocks = blocks
+        self.kept: dict[int, str] = {}
+        self.read = 0  # blocks read so far
+        self.released = 0  # blocks written by the driver, no longer kept
+        self.positions = iter_positions(files, blocks[0][0]) if blocks else iter(())
+
+    def block(self, number: int) -> str:
+        if number < self.released:
+            raise RuntimeError(f"block {number} was asked for after it was written")
+        while self.read <= number:
+            first, end = self.blocks[self.read]
+            rows = []
+            for position in self.positions:
+                if position.index >= first:
+                    rows.append(position)
+                if position.index >= end - 1:
+                    break
+            self.kept[self.read] = encode_positions(rows)
+            self.read += 1
+        return self.kept[number]
+
+    def release(self, written: int) -> None:
+        """Forget the blocks whose positions all lie before ``written``."""
+        while self.released < self.read and self.blocks[self.released][1] <= written:
+            self.kept.pop(self.released, None)
+            self.released += 1
+
+
 class RayAnnotator:
-    """The Ray Data callable class: one pipeline per actor, loaded in the actor."""
+    """The Ray Data callable class: one pipeline per actor, loaded in the actor (spaCy
+    #13506), for the whole run. A batch is block numbers; the actor fetches those blocks
+    from the ``InputFeed`` and returns, per block, its positions (as fetched) and the
+    entities of its docs (JSON)."""
 
-    def __init__(self, model: str, options: dict[str, Any]) -> None:
+    def __init__(self, model: str, options: dict[str, Any], feed: Any) -> None:
         self.annotator = Annotator(model, **options)
+        self.feed = feed
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        texts = [str(t) for t in batch["text"]]
-        results = self.annotator.annotate(texts)
-        return {
-            "shard": batch["shard"],
-            "seq": batch["seq"],
-            "entities": [json.dumps(ents) for ents in results],
-        }
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
+        import ray
+
+        numbers = [int(n) for n in batch["block"]]
+        blocks = ray.get([self.feed.block.remote(n) for n in numbers])
+        entities = []
+        for data in blocks:
+            texts = [p.text for p in decode_positions(data) if p.error is None]
+            entities.append(json.dumps(self.annotator.annotate(texts)))  # type: ignore[arg-type]
+        worker = [os.getpid()] * len(numbers)
+        return {"block": numbers, "positions": blocks, "entities": entities, "worker": worker}
 
 
-def run_ray(model: str, shards: ShardBatches, settings: Settings):
-    """Ray Data: the pending documents (shard and sequence number as columns) →
-    ``map_batches(RayAnnotator)`` on ``workers`` actors → back to this process, in order,
-    which writes the shards. Processed in windows of shards, so the driver never holds more
-    than ``4 * workers`` shards of texts."""
+def _start_ray(ray: Any, settings: Settings) -> bool:
+    """Connect to ``--ray-address``, or start a private runtime on this machine (loopback
+    only, no usage report); True if this call started one (and must stop it)."""
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+    if settings.ray_address:
+        kwargs["address"] = settings.ray_address
+    else:
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        kwargs["_node_ip_address"] = "127.0.0.1"
+        kwargs["num_cpus"] = settings.workers
+        if settings.gpus_per_worker:
+            kwargs["num_gpus"] = math.ceil(settings.gpus_per_worker * settings.workers)
+    ray.init(**kwargs)
+    return True
+
+
+def run_ray(model: str, files: list[InputFile], done: set[int], settings: Settings,
+            phases: dict[str, float]) -> ShardResults:  # fmt: skip
+    """One streaming Ray dataset over all pending positions: block numbers →
+    ``map_batches(RayAnnotator)`` on ``workers`` actors (each loads the pipeline once and
+    fetches its blocks from the ``InputFeed``) → back to this process in order, which
+    writes each shard as soon as its last position is back."""
+    blocks = ray_blocks(files, settings, done)
+    if not blocks:
+        return
     ray = require_ray()
-    started_here = False
-    if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-        if settings.ray_address:
-            kwargs["address"] = settings.ray_address
-        else:
-            # A private runtime on this machine: loopback only, and no usage report sent.
-            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-            kwargs["_node_ip_address"] = "127.0.0.1"
-            kwargs["num_cpus"] = settings.workers
-            if settings.gpus_per_worker:
-                kwargs["num_gpus"] = math.ceil(settings.gpus_per_worker * settings.workers)
-        ray.init(**kwargs)
-        started_here = True
+    began = time.perf_counter()
+    started_here = _start_ray(ray, settings)
+    phases["engine_start"] = time.perf_counter() - began
     import logging
+
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False
     try:
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        feed = ray.remote(num_cpus=0, scheduling_strategy=here)(InputFeed).remote(files, blocks)
         options = {
             "gpu_id": 0 if settings.gpus_per_worker > 0 else -1,
             "entity_probs": settings.entity_probs,
             "batch_size": settings.batch_size,
         }
-        window = max(4 * settings.workers, 1)
-        batch: list[tuple[int, list[Position]]] = []
-        for item in shards:
-            batch.append(item)
-            if len(batch) >= window:
-                yield from _ray_window(ray, model, batch, options, settings)
-                batch = []
-        if batch:
-            yield from _ray_window(ray, model, batch, options, settings)
-    finally:
-        if started_here:
-            ray.shutdown()
-
-
-def _ray_window(ray: Any, model: str, shards: list[tuple[int, list[Position]]],
-                options: dict[str, Any], settings: Settings):  # fmt: skip
-    rows = [
-        {"shard": shard, "seq": seq, "text": p.text}
-        for shard, positions in shards
-        for seq, p in enumerate(q for q in positions if q.error is None)
-    ]
-    results: dict[int, list] = {shard: [] for shard, _ in shards}
-    if rows:
-        blocks = max(2 * settings.workers, -(-len(rows) // settings.chunk_size))
-        dataset = ray.data.from_items(rows, override_num_blocks=min(len(rows), blocks))
-        annotated = dataset.map_batches(
+        # One input block per block number, so that every actor gets work from the start.
+        numbers = ray.data.from_items([{"block": n} for n in range(len(blocks))],
+                                      override_num_blocks=len(blocks))  # fmt: skip
+        annotated = numbers.map_batches(
             RayAnnotator,
-            fn_constructor_args=(model, options),
-            concurrency=settings.workers,
-            batch_size=settings.chunk_size,
-            num_gpus=settings.gpus_per_worker or None,
+            fn_constructor_args=(model, options, feed),
+            compute=ray.data.ActorPoolStrategy(size=settings.workers),
+            batch_size=1,
             num_cpus=1,
+            num_gpus=settings.gpus_per_worker or None,
             batch_format="numpy",
         )
-        got: dict[int, dict[int, list]] = {shard: {} for shard, _ in shards}
-        for row in annotated.iter_rows():
-            ents = [tuple(e) for e in json.loads(row["entities"])]
-            got[int(row["shard"])][int(row["seq"])] = ents
-        for shard, positions in shards:
-            n_docs = sum(1 for p in positions if p.error is None)
-            missing = [i for i in range(n_docs) if i not in got[shard]]
-            if missing:
+        yield from _collect_shards(annotated, files, blocks, settings, feed, phases)
+    finally:
+        stopping = time.perf_counter()
+        if started_here:
+            ray.shutdown()
+        phases["engine_stop"] = time.perf_counter() - stopping
+
+
+def _collect_shards(
+    annotated: Any,
+    files: list[InputFile],
+    blocks: list[tuple[int, int]],
+    settings: Settings,
+    feed: Any,
+    phases: dict[str, float],
+) -> ShardResults:
+    """Group the returned positions into shards; every pending position must come back
+    exactly once and in order (anything else is an error, never a wrong shard). Counts the
+    blocks each actor process did (``phases``: ``workers_used``, ``busiest_worker_share``)."""
+    per_worker: Counter = Counter()
+    total = sum(item.positions for item in files)
+    size = settings.shard_size
+    expected = iter(i for first, end in blocks for i in range(first, end))
+    shard, positions, entities = -1, [], []
+    for row in annotated.iter_rows():
+        per_worker[row["worker"]] += 1
+        phases["workers_used"] = len(per_worker)
+        phases["busiest_worker_share"] = max(per_worker.values()) / sum(per_worker.values())
+        found = iter(json.loads(row["entities"]))
+        for position in decode_positions(row["positions"]):
+            want = next(expected, None)
+            if position.index != want:
                 raise RuntimeError(
-                    f"Ray returned no result for {len(missing)} docs of shard {shard}"
+                    f"Ray returned position {position.index} where {want} was expected"
                 )
-            results[shard] = [got[shard][i] for i in range(n_docs)]
-    for shard, _ in shards:
-        yield shard, results[shard]
+            if position.index // size != shard:
+                shard, positions, entities = position.index // size, [], []
+            positions.append(position)
+            if position.error is None:
+                entities.append(next(found))
+            if position.index == min((shard + 1) * size, total) - 1:
+                yield shard, positions, entities
+                feed.release.remote(position.index + 1)
+    missing = next(expected, None)
+    if missing is not None:
+        raise RuntimeError(f"Ray returned no result for position {missing} and later ones")

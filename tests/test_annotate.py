@@ -270,3 +270,36 @@ def test_sigkill_mid_run_then_rerun_gives_every_id_exactly_once(
     assert [r["id"] for r in records] == [f"d{i}" for i in range(n_docs)]
     assert not list(out.glob(".*.tmp"))
     assert {name: (out / name).stat().st_ino for name in inodes} == inodes
+
+
+def test_ray_input_feed_serves_blocks_in_any_order_and_again_until_written(
+    tmp_path: Path,
+) -> None:
+    """The Ray engine's reader (called directly, no Ray needed): blocks asked for out of order
+    and twice (a retried task) hold exactly the pending positions that a plain read gives;
+    a block asked for after the driver wrote it is an error, not a silent re-read."""
+    from spacy_crf_ner.annotate import (
+        InputFeed,
+        decode_positions,
+        iter_positions,
+        ray_blocks,
+        scan_input,
+    )
+
+    lines = [json.dumps({"id": f"j{i}", "text": f"Text {i} é", "src": i}) for i in range(9)]
+    lines[4] = '{"text": 5}'  # a bad record keeps its position
+    (tmp_path / "a.jsonl").write_text("\n".join(lines) + "\n", encoding="utf8")
+    (tmp_path / "b.txt").write_text("\n".join(f"line {i}" for i in range(8)), encoding="utf8")
+    files = [scan_input(tmp_path / name) for name in ("a.jsonl", "b.txt")]
+    settings = Settings(shard_size=5)
+    done = {1}  # positions 5-9 were written by an earlier run
+    blocks = ray_blocks(files, settings, done, size=3)
+    assert blocks == [(0, 3), (3, 5), (10, 13), (13, 15), (15, 17)]
+    reference = [p for p in iter_positions(files) if p.index // 5 not in done]
+    feed = InputFeed(files, blocks)
+    served = {n: decode_positions(feed.block(n)) for n in (2, 0, 4, 2, 1, 3)}
+    assert [p for n in range(len(blocks)) for p in served[n]] == reference
+    feed.release(5)  # shard 0 written: blocks 0 and 1 are forgotten, block 2 is kept
+    assert decode_positions(feed.block(2)) == served[2]
+    with pytest.raises(RuntimeError, match="block 1"):
+        feed.block(1)

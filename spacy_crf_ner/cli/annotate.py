@@ -91,6 +91,15 @@ def annotate_cli(
                 "the same command to resume",
                 verbose=verbose,
             )
+        except Exception as err:
+            if engine != "ray" or not _is_ray_error(err):
+                raise
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            fail(
+                f"Ray stopped the run ({type(err).__name__}: {reason}); the shards written so "
+                "far are kept: rerun the same command to resume",
+                verbose=verbose,
+            )
     skipped = f", {summary.shards_skipped} done before" if summary.shards_skipped else ""
     msg.good(
         f"{summary.docs} docs in {summary.shards} shards under {output}{skipped}; "
@@ -101,3 +110,12 @@ def annotate_cli(
         msg.text("Entities: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.entities.items())))
     if summary.errors:
         msg.warn(f"{summary.errors} bad records: see {output / 'errors.jsonl'}")
+
+
+def _is_ray_error(err: BaseException) -> bool:
+    """A failure reported by Ray (a task or actor that could not be run or retried)."""
+    try:
+        from ray.exceptions import RayError
+    except ImportError:
+        return False
+    return isinstance(err, RayError)
