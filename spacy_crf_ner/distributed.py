@@ -1,0 +1,722 @@
+"""Data-parallel training on torch.distributed: spaCy's own training loop in N processes.
+
+Every rank builds the same pipeline from the same config and seed, reads the same corpus
+and draws the same sequence of global batches; ``ShardedBatcher.v1`` hands each rank its
+share of every global batch. Before each optimizer step the gradients of every trainable
+parameter (Thinc's, and the torch parameters inside PyTorch shims: the BiLSTM, the
+transformer) are summed over the ranks in a few flattened buckets, so every rank makes the
+update one process would make on the whole global batch and all weights stay identical.
+crf_ner's loss is a sum over the batch's docs, so the sum of the shards' gradients *is* the
+global batch's gradient (``reduction="mean"`` is there for losses averaged per batch).
+
+Rank 0 alone evaluates, logs and saves; its scores are broadcast, so that every rank makes
+the same best-checkpoint and patience decisions and stops at the same step. Weight
+checksums are compared at the start and at every evaluation. Every collective has a
+timeout (``init_process_group``) and a watchdog thread backs it up: a rank that dies or
+hangs makes the others raise ``DistributedTrainingError`` instead of waiting forever.
+
+Hooks into spaCy's loop (``spacy.training.loop.train_while_improving``, each trainable
+pipe's ``finish_update``) are installed by ``distributed_training`` for the duration of the
+run and removed after it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import io
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy
+import torch
+import torch.distributed as dist
+from spacy.language import Language
+from spacy.util import registry
+from thinc.api import Model, torch2xp, xp2torch
+from thinc.shims import PyTorchShim
+
+DEFAULT_TIMEOUT = 600.0
+"""Seconds a rank waits for the others at a collective (evaluation and saving on rank 0
+included) before it gives up."""
+
+BUCKET_BYTES = 25 * 1024 * 1024
+"""Gradients are all-reduced in flat buckets of about this size (as torch's DDP does)."""
+
+ENV_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+"""What torchrun (and ``train --workers``) sets for every worker."""
+
+
+class DistributedTrainingError(RuntimeError):
+    """Another rank died, hung or disagrees (weights, steps): this rank stops too."""
+
+
+# --------------------------------------------------------------------------------------------
+# Process group
+
+
+@dataclass(frozen=True)
+class WorkerEnv:
+    """Where this process stands among the workers (from torchrun's environment)."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+
+
+def worker_env() -> WorkerEnv | None:
+    """This worker's rank and world size from the environment; None outside torchrun."""
+    if "WORLD_SIZE" not in os.environ:
+        return None
+    missing = [name for name in ENV_VARS if name not in os.environ]
+    if missing:
+        raise ValueError(
+            f"WORLD_SIZE is set but {', '.join(missing)} not: run the workers with torchrun "
+            "or 'train --workers N', which set RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT."
+        )
+    try:
+        rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    except ValueError as err:
+        raise ValueError(f"RANK, WORLD_SIZE and LOCAL_RANK must be whole numbers: {err}") from None
+    if not 0 <= rank < world_size:
+        raise ValueError(f"RANK={rank} is not in 0..WORLD_SIZE-1 (WORLD_SIZE={world_size})")
+    return WorkerEnv(rank, world_size, local_rank)
+
+
+def rank_and_world_size() -> tuple[int, int]:
+    """(rank, world size) of the initialized process group; (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_workers(env: WorkerEnv, *, gpu_id: int, timeout: float) -> None:
+    """Join the process group: gloo on the CPU (one torch thread per worker), NCCL on GPU."""
+    if timeout <= 0:
+        raise ValueError(f"--timeout must be a positive number of seconds, got {timeout}")
+    if gpu_id >= 0:
+        torch.cuda.set_device(gpu_id)
+        # Raise in Python on a timed-out collective instead of aborting without a message.
+        os.environ.setdefault("TORCH_NCCL_BLOCKING_WAIT", "1")
+        backend = "nccl"
+    else:
+        torch.set_num_threads(1)
+        backend = "gloo"
+    with collective_errors("joining the other workers", timeout):
+        dist.init_process_group(
+            backend,
+            rank=env.rank,
+            world_size=env.world_size,
+            timeout=datetime.timedelta(seconds=timeout),
+        )
+
+
+def shutdown_workers() -> None:
+    """Leave the process group (every rank, also after an error)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class Watchdog:
+    """Ends the process when a collective outlives its timeout by ``grace`` seconds.
+
+    torch's own timeout raises in most cases; this is the backstop for those where it does
+    not (a peer that hangs without closing its connection under some backends), so that no
+    rank can wait forever.
+    """
+
+    def __init__(self, grace: float = 30.0) -> None:
+        self.grace = grace
+        self._deadline: float | None = None
+        self._what = ""
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._watch, name="crf_ner-watchdog", daemon=True)
+        self._thread.start()
+
+    def arm(self, what: str, timeout: float) -> None:
+        with self._lock:
+            self._deadline, self._what = time.monotonic() + timeout + self.grace, what
+
+    def disarm(self) -> None:
+        with self._lock:
+            self._deadline = None
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(1.0)
+            with self._lock:
+                expired = self._deadline is not None and time.monotonic() > self._deadline
+                what = self._what
+            if expired:
+                rank, _ = rank_and_world_size()
+                sys.stderr.write(
+                    f"✘ Rank {rank}: no answer from the other workers while {what}; a worker "
+                    "died or hangs. Stopping.\n"
+                )
+                sys.stderr.flush()
+                os._exit(1)
+
+
+_watchdog: Watchdog | None = None
+
+
+@contextlib.contextmanager
+def collective_errors(what: str, timeout: float | None = None) -> Iterator[None]:
+    """Turn torch's errors of a failed or timed-out collective into one clear error, and
+    watch the collective with the watchdog."""
+    global _watchdog
+    if timeout is None:
+        timeout = _timeout
+    if _watchdog is None:
+        _watchdog = Watchdog()
+    _watchdog.arm(what, timeout)
+    try:
+        yield
+    except (RuntimeError, ValueError) as err:
+        if isinstance(err, DistributedTrainingError):
+            raise
+        rank, _ = rank_and_world_size()
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DistributedTrainingError(
+            f"Rank {rank}: the other workers did not answer while {what} (within {timeout:g} "
+            f"s): a worker died, hung or failed; see its own error. ({detail})"
+        ) from err
+    finally:
+        _watchdog.disarm()
+
+
+_timeout = DEFAULT_TIMEOUT
+
+
+def set_timeout(seconds: float) -> None:
+    """The timeout the watchdog applies to every collective (as given to the group)."""
+    global _timeout
+    _timeout = float(seconds)
+
+
+# --------------------------------------------------------------------------------------------
+# Batch sharding
+
+
+def shard_batch(batch: Sequence[Any], rank: int, world_size: int) -> list[Any]:
+    """This rank's share of a global batch: the items are dealt longest first to the rank
+    with the fewest words so far (balanced work), each share in the batch's order. Every
+    item goes to exactly one rank, so the shares together are the batch."""
+    if world_size == 1:
+        return list(batch)
+    loads = [0] * world_size
+    owner = [0] * len(batch)
+    by_length = sorted(range(len(batch)), key=lambda i: (-_length(batch[i]), i))
+    for i in by_length:
+        target = min(range(world_size), key=lambda r: (loads[r], r))
+        owner[i] = target
+        loads[target] += max(_length(batch[i]), 1)
+    return [item for i, item in enumerate(batch) if owner[i] == rank]
+
+
+def _length(item: Any) -> int:
+    try:
+        return len(item)
+    except TypeError:
+        return 1
+
+
+@registry.batchers("spacy_crf_ner.ShardedBatcher.v1")
+def configure_sharded_batcher(
+    batcher: Callable[[Iterable[Any]], Iterable[list[Any]]],
+    rank: int | None = None,
+    world_size: int | None = None,
+) -> Callable[[Iterable[Any]], Iterator[list[Any]]]:
+    """Wrap a batcher so that each rank gets its share of every batch the batcher makes.
+
+    The wrapped batcher's batches are the global batches (the same on every rank, which
+    reads the same corpus in the same order); ``rank`` and ``world_size`` default to the
+    process group's (one process: the batches unchanged). A share may be empty when a batch
+    has fewer docs than there are ranks: that rank then contributes no gradient to the step.
+    """
+
+    def sharded(items: Iterable[Any]) -> Iterator[list[Any]]:
+        current_rank, current_size = rank_and_world_size()
+        r = current_rank if rank is None else rank
+        n = current_size if world_size is None else world_size
+        if not 0 <= r < n:
+            raise ValueError(f"ShardedBatcher.v1: rank {r} is not in 0..{n - 1}")
+        for batch in batcher(items):
+            yield shard_batch(list(batch), r, n)
+
+    return sharded
+
+
+def shard_config_batcher(config: dict[str, Any]) -> None:
+    """Wrap ``[training.batcher]`` of a (not yet resolved) config in ShardedBatcher.v1."""
+    batcher = config["training"]["batcher"]
+    if batcher.get("@batchers") == "spacy_crf_ner.ShardedBatcher.v1":
+        return
+    config["training"]["batcher"] = {
+        "@batchers": "spacy_crf_ner.ShardedBatcher.v1",
+        "rank": None,
+        "world_size": None,
+        "batcher": batcher,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Parameters and gradients
+
+
+@dataclass
+class _Slot:
+    """One trainable parameter and its gradient (None where this rank has none)."""
+
+    name: str
+    param: torch.Tensor
+    grad: torch.Tensor | None
+    set_param: Callable[[torch.Tensor], None]
+    set_grad: Callable[[torch.Tensor], None]
+
+
+def trainable_models(nlp: Language, exclude: Iterable[str] = ()) -> list[Model]:
+    """The models that spaCy's loop updates: those of the trainable pipes not excluded."""
+    excluded = set(exclude)
+    return [
+        proc.model
+        for name, proc in nlp.pipeline
+        if name not in excluded
+        and getattr(proc, "is_trainable", False)
+        and proc.model not in (True, False, None)
+    ]
+
+
+def _slots(models: Sequence[Model]) -> list[_Slot]:
+    """Every parameter of the models once (shared layers, e.g. a tok2vec reached through a
+    listener, and shared shims counted once), in an order that is the same on every rank."""
+    slots: list[_Slot] = []
+    seen_nodes: set[int] = set()
+    seen_shims: set[int] = set()
+    for model in models:
+        for node in model.walk():
+            if id(node) in seen_nodes:
+                continue
+            seen_nodes.add(id(node))
+            for shim in node.shims:
+                if id(shim) in seen_shims or not isinstance(shim, PyTorchShim):
+                    continue
+                seen_shims.add(id(shim))
+                slots.extend(_torch_slots(node, shim))
+            for name in node.param_names:
+                if node.has_param(name):
+                    slots.append(_thinc_slot(node, name))
+    return slots
+
+
+def _thinc_slot(node: Model, name: str) -> _Slot:
+    param = node.get_param(name)
+    grad = node.get_grad(name) if node.has_grad(name) else None
+
+    def set_param(value: torch.Tensor) -> None:
+        node.set_param(name, torch2xp(value.reshape(param.shape).clone(), ops=node.ops))
+
+    def set_grad(value: torch.Tensor) -> None:
+        new = torch2xp(value.reshape(param.shape).clone(), ops=node.ops)
+        if grad is not None:
+            grad[...] = new
+        else:
+            node.set_grad(name, new)
+
+    return _Slot(
+        f"{node.name}.{name}",
+        xp2torch(param),
+        None if grad is None else xp2torch(grad),
+        set_param,
+        set_grad,
+    )
+
+
+def _torch_slots(node: Model, shim: PyTorchShim) -> Iterator[_Slot]:
+    for name, tensor in shim._model.named_parameters():
+        if not tensor.requires_grad:
+            continue
+
+        def set_param(value: torch.Tensor, tensor: torch.Tensor = tensor) -> None:
+            with torch.no_grad():
+                tensor.data.copy_(value.view_as(tensor))
+
+        def set_grad(value: torch.Tensor, tensor: torch.Tensor = tensor) -> None:
+            if tensor.grad is None:
+                tensor.grad = value.view_as(tensor).clone()
+            else:
+                tensor.grad.copy_(value.view_as(tensor))
+
+        yield _Slot(f"{node.name}.{name}", tensor.data, tensor.grad, set_param, set_grad)
+
+
+def _buckets(slots: list[_Slot], bucket_bytes: int) -> Iterator[list[_Slot]]:
+    bucket: list[_Slot] = []
+    size = 0
+    for slot in slots:
+        bucket.append(slot)
+        size += slot.param.numel() * slot.param.element_size()
+        if size >= bucket_bytes:
+            yield bucket
+            bucket, size = [], 0
+    if bucket:
+        yield bucket
+
+
+def _collective_device() -> torch.device:
+    return (
+        torch.device("cuda", torch.cuda.current_device()) if _uses_nccl() else torch.device("cpu")
+    )
+
+
+def _uses_nccl() -> bool:
+    return dist.is_initialized() and dist.get_backend() == "nccl"
+
+
+def all_reduce_gradients(
+    models: Sequence[Model], *, reduction: str = "sum", bucket_bytes: int = BUCKET_BYTES
+) -> int:
+    """Sum (or average) every trainable parameter's gradient over the ranks, in place.
+
+    Each flat bucket starts with one flag per parameter (1 where this rank has a gradient),
+    so that a parameter no rank has a gradient for stays without one (the optimizer then
+    skips it, as it would in one process), and one that only some ranks have gets the sum.
+    Returns the number of collective calls made.
+    """
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+    _, world_size = rank_and_world_size()
+    if world_size == 1:
+        return 0
+    device = _collective_device()
+    slots = _slots(models)
+    pending = []
+    with collective_errors("summing the gradients"):
+        for bucket in _buckets(slots, bucket_bytes):
+            flags = torch.tensor(
+                [0.0 if slot.grad is None else 1.0 for slot in bucket], dtype=torch.float32
+            )
+            parts = [flags.to(device)]
+            for slot in bucket:
+                grad = slot.grad if slot.grad is not None else torch.zeros_like(slot.param)
+                parts.append(grad.detach().reshape(-1).to(device=device, dtype=torch.float32))
+            flat = torch.cat(parts)
+            pending.append((bucket, flat, dist.all_reduce(flat, async_op=True)))
+        for _, _, work in pending:
+            work.wait()
+    for bucket, flat, _ in pending:
+        if reduction == "mean":
+            flat[len(bucket) :] /= world_size
+        flags = flat[: len(bucket)].tolist()
+        offset = len(bucket)
+        for flag, slot in zip(flags, bucket, strict=True):
+            n = slot.param.numel()
+            if flag > 0:
+                value = flat[offset : offset + n].to(slot.param.device, slot.param.dtype)
+                slot.set_grad(value)
+            offset += n
+    return len(pending)
+
+
+def broadcast_parameters(models: Sequence[Model], *, src: int = 0) -> None:
+    """Give every rank rank ``src``'s weights (bucketed broadcasts)."""
+    _, world_size = rank_and_world_size()
+    if world_size == 1:
+        return
+    device = _collective_device()
+    with collective_errors("copying the initial weights"):
+        for bucket in _buckets(_slots(models), BUCKET_BYTES):
+            flat = torch.cat(
+                [s.param.detach().reshape(-1).to(device, torch.float32) for s in bucket]
+            )
+            dist.broadcast(flat, src=src)
+            offset = 0
+            for slot in bucket:
+                n = slot.param.numel()
+                slot.set_param(flat[offset : offset + n].to(slot.param.device, slot.param.dtype))
+                offset += n
+
+
+def weights_checksum(models: Sequence[Model]) -> int:
+    """A 63-bit digest of every parameter's exact bytes."""
+    digest = hashlib.blake2b(digest_size=8)
+    for slot in _slots(models):
+        digest.update(slot.name.encode())
+        digest.update(slot.param.detach().cpu().contiguous().numpy().tobytes())
+    return int.from_bytes(digest.digest(), "little") >> 1
+
+
+def check_same_weights(models: Sequence[Model], when: str) -> None:
+    """Raise on every rank if the ranks' weights differ (compared by checksum)."""
+    _, world_size = rank_and_world_size()
+    if world_size == 1:
+        return
+    mine = torch.tensor([weights_checksum(models)], dtype=torch.int64, device=_collective_device())
+    gathered = [torch.zeros_like(mine) for _ in range(world_size)]
+    with collective_errors(f"comparing weights {when}"):
+        dist.all_gather(gathered, mine)
+    sums = [int(t.item()) for t in gathered]
+    if len(set(sums)) > 1:
+        differing = [r for r, s in enumerate(sums) if s != sums[0]]
+        raise DistributedTrainingError(
+            f"The weights of rank(s) {differing} differ from rank 0's {when}: the ranks "
+            "did not make the same updates (a component whose gradients are not all-reduced, "
+            "or ranks that read different data)."
+        )
+
+
+def broadcast_object(value: Any, what: str, src: int = 0) -> Any:
+    """Rank ``src``'s ``value`` on every rank."""
+    holder = [value]
+    with collective_errors(what):
+        dist.broadcast_object_list(holder, src=src, device=_collective_device())
+    return holder[0]
+
+
+def barrier(what: str) -> None:
+    """Wait until every rank gets here (or the timeout)."""
+    _, world_size = rank_and_world_size()
+    if world_size == 1:
+        return
+    with collective_errors(what):
+        if _uses_nccl():
+            dist.barrier(device_ids=[torch.cuda.current_device()])
+        else:
+            dist.barrier()
+
+
+# --------------------------------------------------------------------------------------------
+# Hooks into spaCy's training loop
+
+
+class GradientSync:
+    """Installs the gradient all-reduce before the first ``finish_update`` of every step.
+
+    spaCy's loop calls ``finish_update(optimizer)`` on every trainable pipe once per step,
+    in pipeline order, whatever the batch held; the first of these calls sums the gradients
+    of all of them, then each pipe's own ``finish_update`` steps the optimizer.
+    """
+
+    def __init__(self, nlp: Language, exclude: Iterable[str], reduction: str = "sum") -> None:
+        self.procs = [
+            (name, proc)
+            for name, proc in nlp.pipeline
+            if name not in set(exclude)
+            and getattr(proc, "is_trainable", False)
+            and proc.model not in (True, False, None)
+        ]
+        self.models = [proc.model for _, proc in self.procs]
+        self.reduction = reduction
+        self.collectives = 0
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        if not self.procs:
+            yield
+            return
+        name, first = self.procs[0]
+        original = first.finish_update
+
+        def finish_update(sgd: Any) -> None:
+            self.collectives += all_reduce_gradients(self.models, reduction=self.reduction)
+            original(sgd)
+
+        try:
+            first.finish_update = finish_update
+        except AttributeError:
+            raise ValueError(
+                f"Component '{name}' ({type(first).__name__}) can't be trained on several "
+                "workers: its finish_update can't be hooked (a Cython component). Train it "
+                "in one process, or freeze it ([training] frozen_components)."
+            ) from None
+        try:
+            yield
+        finally:
+            del first.finish_update
+
+
+def _evaluate_on_rank_0(evaluate: Callable[[], Any], models: Sequence[Model]) -> Callable:
+    """An evaluation callback that checks the ranks' weights agree, evaluates on rank 0
+    and gives its scores to every rank (so they all take the same decisions)."""
+
+    def distributed_evaluate() -> Any:
+        check_same_weights(models, "at an evaluation")
+        rank, _ = rank_and_world_size()
+        result = evaluate() if rank == 0 else None
+        return broadcast_object(result, "waiting for rank 0's evaluation")
+
+    return distributed_evaluate
+
+
+@contextlib.contextmanager
+def distributed_training(reduction: str = "sum") -> Iterator[None]:
+    """Within the block, ``spacy.training.loop.train`` trains data-parallel over the process
+    group: gradients all-reduced each step, rank 0 alone evaluates (scores broadcast)."""
+    from spacy.training import loop
+
+    original = loop.train_while_improving
+
+    def train_while_improving(nlp: Language, optimizer: Any, train_data: Any, evaluate: Any, **kw):
+        sync = GradientSync(nlp, kw.get("exclude", ()), reduction)
+        evaluate = _evaluate_on_rank_0(evaluate, trainable_models(nlp))
+        with sync.installed():
+            yield from original(nlp, optimizer, train_data, evaluate, **kw)
+
+    loop.train_while_improving = train_while_improving
+    try:
+        yield
+    finally:
+        loop.train_while_improving = original
+
+
+# --------------------------------------------------------------------------------------------
+# One worker's run
+
+
+def train_worker(
+    config_path: str | Path,
+    output_path: Path | None,
+    overrides: dict[str, Any],
+    env: WorkerEnv,
+    *,
+    gpu_ids: Sequence[int] = (),
+    timeout: float = DEFAULT_TIMEOUT,
+    reduction: str = "sum",
+) -> Language:
+    """Train as one rank of ``env.world_size``: spaCy's init and loop with this module's
+    hooks. Rank 0 writes ``output_path`` (model-best, model-last) and logs; the others are
+    silent. Returns the trained pipeline (the same weights on every rank)."""
+    from spacy import util
+    from spacy.training.initialize import init_nlp
+    from spacy.training.loop import train as train_nlp
+
+    from .loaders import setup_gpu
+
+    if gpu_ids and env.local_rank >= len(gpu_ids):
+        raise ValueError(
+            f"--gpu-ids {','.join(map(str, gpu_ids))} names {len(gpu_ids)} GPU(s), but this "
+            f"worker's local rank is {env.local_rank}: give one GPU per worker on each machine."
+        )
+    gpu_id = gpu_ids[env.local_rank] if gpu_ids else -1
+    setup_gpu(gpu_id)
+    set_timeout(timeout)
+    if env.rank == 0 and output_path is not None:
+        Path(output_path).mkdir(parents=True, exist_ok=True)
+    init_workers(env, gpu_id=gpu_id, timeout=timeout)
+    try:
+        config = util.load_config(config_path, overrides=overrides, interpolate=False)
+        shard_config_batcher(config)
+        quiet = io.StringIO() if env.rank else None
+        if env.rank:
+            config["training"]["logger"] = {
+                "@loggers": "spacy.ConsoleLogger.v1",
+                "progress_bar": False,
+            }
+        with contextlib.redirect_stdout(quiet) if quiet else contextlib.nullcontext():
+            nlp = init_nlp(config, use_gpu=gpu_id)
+        frozen = nlp.config["training"].get("frozen_components", [])
+        models = trainable_models(nlp, frozen)
+        broadcast_parameters(models)
+        check_same_weights(models, "at the start")
+        stream = quiet if quiet is not None else sys.stdout
+        with distributed_training(reduction):
+            train_nlp(
+                nlp,
+                output_path if env.rank == 0 else None,
+                use_gpu=gpu_id,
+                stdout=stream,
+                stderr=stream if quiet is not None else sys.stderr,
+            )
+        check_same_weights(models, "at the end")
+        barrier("finishing (rank 0 saves the pipeline)")
+        return nlp
+    finally:
+        shutdown_workers()
+
+
+def parameter_arrays(nlp: Language) -> dict[str, numpy.ndarray]:
+    """Every parameter of the pipeline's trainable models as numpy arrays (for comparing
+    ranks or runs), keyed by position and name."""
+    arrays = {}
+    for i, slot in enumerate(_slots(trainable_models(nlp))):
+        arrays[f"{i:04d}.{slot.name}"] = slot.param.detach().cpu().numpy().copy()
+    return arrays
+
+
+# --------------------------------------------------------------------------------------------
+# Launching workers on this machine
+
+
+def free_port() -> int:
+    """A TCP port that is free now on this machine (for MASTER_PORT)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def launch_workers(command: Sequence[str], workers: int, *, cpu: bool, grace: float = 30.0) -> None:
+    """Run ``command`` in ``workers`` processes with torchrun's environment variables, and
+    wait for all of them. When one fails, the others get ``grace`` seconds to notice and
+    stop (they do, at their next collective), then are ended; the error names the workers
+    that failed, those killed by a signal (the cause) first. Interrupting (Ctrl-C) ends them all."""
+    import subprocess
+
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
+    port = free_port()
+    procs: list[subprocess.Popen] = []
+    try:
+        for rank in range(workers):
+            env = dict(os.environ)
+            env.update(
+                RANK=str(rank),
+                LOCAL_RANK=str(rank),
+                WORLD_SIZE=str(workers),
+                LOCAL_WORLD_SIZE=str(workers),
+                MASTER_ADDR="127.0.0.1",
+                MASTER_PORT=str(port),
+            )
+            if cpu:
+                env.update(OMP_NUM_THREADS="1", SPACY_CRF_NER_THREADS="1")
+            procs.append(subprocess.Popen(list(command), env=env))
+        deadline: float | None = None
+        while any(proc.poll() is None for proc in procs):
+            if deadline is None and any(proc.returncode not in (None, 0) for proc in procs):
+                deadline = time.monotonic() + grace
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        # A worker killed by a signal is the cause; the others' errors follow from it.
+        failed = sorted(
+            ((rank, proc.returncode) for rank, proc in enumerate(procs) if proc.returncode),
+            key=lambda item: (item[1] > 0, item[0]),
+        )
+        if failed:
+            raise DistributedTrainingError(
+                "; ".join(
+                    f"Worker {rank} of {workers} "
+                    + (f"was killed by signal {-code}" if code < 0 else f"exited with code {code}")
+                    for rank, code in failed
+                )
+                + ". The other workers were stopped; see the workers' errors above."
+            )
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -1,0 +1,313 @@
+"""Data-parallel training (``spacy_crf_ner.distributed``, ``train --workers``) on CPU with gloo.
+
+The references are independent of the code under test: spaCy's own ``spacy train`` in one
+process on the whole global batch, the weights each rank holds (compared array by array,
+not by the module's checksum), and a freshly initialized pipeline (the weights must have
+moved). The multi-process tests start fresh interpreters, so they are marked slow, as the
+project's other subprocess tests are.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy
+import pytest
+import spacy
+from spacy.tokens import DocBin
+from spacy.training.initialize import init_nlp
+from thinc.api import Config
+
+from spacy_crf_ner.distributed import (
+    configure_sharded_batcher,
+    parameter_arrays,
+    shard_batch,
+)
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+# A small BiLSTM-CRF without any dropout (the equivalence is exact only without it), a global
+# batch of 4 docs (5 training docs: every epoch ends with a 1-doc batch, so one of the two
+# workers gets an empty share), and a high learning rate so that 10 steps move the weights.
+SMALL_TOK2VEC = {
+    "@architectures": "spacy_crf_ner.BiLSTMEncoder.v1",
+    "width": 32,
+    "embed_size": 500,
+    "attrs": ["NORM", "PREFIX", "SUFFIX", "SHAPE"],
+    "include_static_vectors": False,
+    "char_features": 8,
+    "lstm_width": 32,
+    "lstm_depth": 1,
+    "lstm_dropout": 0.0,
+}
+
+
+def write_setup(folder: Path, data: list, steps: int) -> Path:
+    """A training corpus (train = dev) and a config training on it for ``steps`` steps."""
+    nlp = spacy.blank("en")
+    docbin = DocBin()
+    for text, entities in data:
+        doc = nlp.make_doc(text)
+        doc.ents = [doc.char_span(start, end, label=label) for start, end, label in entities]
+        docbin.add(doc)
+    docbin.to_disk(folder / "train.spacy")
+    config = Config().from_disk(CONFIGS / "bilstm_crf.cfg", interpolate=False)
+    config["paths"]["train"] = str(folder / "train.spacy")
+    config["paths"]["dev"] = str(folder / "train.spacy")
+    model = config["components"]["crf_ner"]["model"]
+    model["dropout"] = 0.0
+    model["tok2vec"] = dict(SMALL_TOK2VEC)
+    config["training"]["dropout"] = 0.0
+    config["training"]["batcher"] = {
+        "@batchers": "spacy.batch_by_sequence.v1",
+        "size": 4,
+        "get_length": None,
+    }
+    config["training"]["max_steps"] = steps
+    config["training"]["eval_frequency"] = 5
+    config["training"]["optimizer"]["learn_rate"] = 0.01
+    path = folder / "config.cfg"
+    config.to_disk(path)
+    return path
+
+
+def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, **kwargs)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def torchrun_env(rank: int, world_size: int, port: int) -> dict[str, str]:
+    """What torchrun sets for a worker."""
+    return {
+        **os.environ,
+        "RANK": str(rank),
+        "LOCAL_RANK": str(rank),
+        "WORLD_SIZE": str(world_size),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def max_difference(a: dict[str, numpy.ndarray], b: dict[str, numpy.ndarray]) -> float:
+    assert a.keys() == b.keys()
+    return max(float(numpy.abs(a[key] - b[key]).max()) for key in a)
+
+
+# --------------------------------------------------------------------------------------------
+# Sharding (in process)
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 7])
+def test_shares_partition_each_batch_in_order(world_size):
+    batch = [list(range(n)) for n in (5, 1, 9, 3, 3, 12, 0, 4)]
+    shares = [shard_batch(batch, rank, world_size) for rank in range(world_size)]
+    dealt = sorted(id(item) for share in shares for item in share)
+    assert dealt == sorted(id(item) for item in batch)
+    for share in shares:
+        positions = [next(i for i, x in enumerate(batch) if x is item) for item in share]
+        assert positions == sorted(positions)
+    # Balanced: no share has more words than the longest doc beyond the lightest share.
+    words = [sum(len(item) for item in share) for share in shares]
+    assert max(words) - min(words) <= max(len(item) for item in batch)
+
+
+def test_sharded_batcher_gives_each_rank_its_share():
+    def batcher(items):
+        items = list(items)
+        for start in range(0, len(items), 5):
+            yield items[start : start + 5]
+
+    items = [[0] * (i % 4 + 1) for i in range(12)]
+    global_batches = list(batcher(items))
+    per_rank = [
+        list(configure_sharded_batcher(batcher, rank=rank, world_size=2)(items))
+        for rank in range(2)
+    ]
+    assert len(per_rank[0]) == len(per_rank[1]) == len(global_batches)
+    for step, batch in enumerate(global_batches):
+        together = per_rank[0][step] + per_rank[1][step]
+        assert sorted(map(id, together)) == sorted(map(id, batch))
+    # Outside a process group: the batches unchanged.
+    assert list(configure_sharded_batcher(batcher)(items)) == global_batches
+
+
+# --------------------------------------------------------------------------------------------
+# Two gloo workers
+
+
+@pytest.fixture(scope="module")
+def two_workers_10_steps(tmp_path_factory, en_train_data):
+    """``train --workers 2`` and spaCy's ``spacy train`` (one process, the same global
+    batches) on the same config: 10 steps each."""
+    folder = tmp_path_factory.mktemp("ddp")
+    config = write_setup(folder, en_train_data, steps=10)
+    run(
+        [sys.executable, "-m", "spacy_crf_ner", "train", str(config), "--workers", "2",
+         "--output", str(folder / "ddp"), "--timeout", "60"]
+    )  # fmt: skip
+    run([sys.executable, "-m", "spacy", "train", str(config), "--output", str(folder / "one")])
+    return folder, config
+
+
+@pytest.mark.slow
+def test_two_workers_make_the_updates_of_one_on_the_global_batch(two_workers_10_steps):
+    folder, config = two_workers_10_steps
+    ddp = parameter_arrays(spacy.load(folder / "ddp" / "model-last"))
+    one = parameter_arrays(spacy.load(folder / "one" / "model-last"))
+    assert max_difference(ddp, one) < 1e-5
+    initial = parameter_arrays(init_nlp(spacy.util.load_config(config)))
+    assert max_difference(ddp, initial) > 1e-3  # the weights did move
+
+
+@pytest.mark.slow
+def test_the_saved_pipeline_loads_and_tags(two_workers_10_steps, en_train_data):
+    folder, _ = two_workers_10_steps
+    nlp = spacy.load(folder / "ddp" / "model-best")
+    assert nlp.pipe_names == ["crf_ner"]
+    assert nlp.config["training"]["batcher"]["batcher"]["@batchers"] == "spacy.batch_by_sequence.v1"
+    for doc, (_, entities) in zip(
+        nlp.pipe(t for t, _ in en_train_data), en_train_data, strict=True
+    ):
+        assert [(e.start_char, e.end_char, e.label_) for e in doc.ents] == entities
+    assert (folder / "ddp" / "model-last" / "meta.json").is_file()
+
+
+# Runs one rank as torchrun would start it, and saves the weights it ends with.
+RANK_SCRIPT = """
+import os, sys
+from pathlib import Path
+import numpy
+from spacy_crf_ner.distributed import parameter_arrays, train_worker, worker_env
+config, output = sys.argv[1], Path(sys.argv[2])
+nlp = train_worker(config, output, {}, worker_env(), timeout=60)
+numpy.savez(output.parent / f"rank{os.environ['RANK']}.npz", **parameter_arrays(nlp))
+"""
+
+
+@pytest.mark.slow
+def test_ranks_hold_identical_weights_after_20_steps(tmp_path, en_train_data):
+    config = write_setup(tmp_path, en_train_data, steps=20)
+    port = free_port()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RANK_SCRIPT, str(config), str(tmp_path / "out")],
+            env=torchrun_env(rank, 2, port),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out + err
+    ranks = [dict(numpy.load(tmp_path / f"rank{r}.npz")) for r in range(2)]
+    assert ranks[0].keys() == ranks[1].keys()
+    for key in ranks[0]:
+        assert numpy.array_equal(ranks[0][key], ranks[1][key]), key
+    initial = parameter_arrays(init_nlp(spacy.util.load_config(config)))
+    assert max_difference(ranks[0], initial) > 1e-3
+
+
+def read_until(stream, pattern: str, seconds: float) -> str:
+    """Lines of ``stream`` up to one that matches ``pattern`` (or fail after ``seconds``)."""
+    seen = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        line = stream.readline()
+        if not line:
+            break
+        seen.append(line)
+        if re.match(pattern, line):
+            return "".join(seen)
+    raise AssertionError(f"no {pattern!r} in the output:\n{''.join(seen)}")
+
+
+STEP_50 = r"\s*\d+\s+50\s"  # the logger's row of step 50: training is under way
+
+
+@pytest.mark.slow
+def test_a_killed_worker_stops_the_other_within_the_timeout(tmp_path, en_train_data):
+    config = write_setup(tmp_path, en_train_data, steps=0)  # 0: no step limit
+    port = free_port()
+    timeout = 10
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "spacy_crf_ner",
+                "train",
+                str(config),
+                "--timeout",
+                str(timeout),
+                "--training.patience",
+                "0",
+                "--training.eval_frequency",
+                "50",
+            ],
+            env=torchrun_env(rank, 2, port),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for rank in range(2)
+    ]
+    try:
+        read_until(procs[0].stdout, STEP_50, seconds=120)  # training runs: a logged step 50
+        procs[1].send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        procs[0].wait(timeout=timeout + 30)
+        waited = time.monotonic() - killed_at
+        stderr = procs[0].stderr.read()
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    assert procs[0].returncode not in (0, None)
+    assert waited < timeout + 30
+    assert "✘ Rank 0: the other workers did not answer" in stderr, stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.slow
+def test_the_launcher_stops_all_workers_when_one_dies(tmp_path, en_train_data):
+    config = write_setup(tmp_path, en_train_data, steps=0)
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "spacy_crf_ner", "train", str(config), "--workers", "2",
+         "--timeout", "10", "--training.patience", "0", "--training.eval_frequency", "50"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        read_until(launcher.stdout, STEP_50, seconds=120)
+        children = Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text().split()
+        assert len(children) == 2
+        os.kill(int(children[1]), signal.SIGKILL)
+        launcher.wait(timeout=60)
+        stderr = launcher.stderr.read()
+    finally:
+        launcher.kill()
+        launcher.wait()
+    assert launcher.returncode == 1
+    assert "✘ Worker 1 of 2 was killed by signal 9" in stderr, stderr
+    for pid in children:
+        assert (
+            not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        )
