@@ -556,6 +556,28 @@ def _evaluate_on_rank_0(evaluate: Callable[[], Any], models: Sequence[Model]) ->
     return distributed_evaluate
 
 
+def _sum_logged_counts(info: dict[str, Any], pipe_names: Sequence[str]) -> None:
+    """At a logged step: the losses and words seen of all ranks, not only this rank's share
+    (one small all-reduce), so that the log reads as a one-process run's would."""
+    _, world_size = rank_and_world_size()
+    if world_size == 1:
+        return
+    losses = info["losses"]
+    names = sorted({*pipe_names, *losses})
+    counts = torch.tensor(
+        [float(info["words"])] + [float(losses.get(name, 0.0)) for name in names],
+        dtype=torch.float64,
+        device=_collective_device(),
+    )
+    with collective_errors("summing the logged losses"):
+        dist.all_reduce(counts)
+    values = counts.tolist()
+    info["words"] = int(values[0])
+    for name, value in zip(names, values[1:], strict=True):
+        if name in losses or value:
+            losses[name] = value
+
+
 @contextlib.contextmanager
 def distributed_training(reduction: str = "sum") -> Iterator[None]:
     """Within the block, ``spacy.training.loop.train`` trains data-parallel over the process
@@ -568,7 +590,12 @@ def distributed_training(reduction: str = "sum") -> Iterator[None]:
         sync = GradientSync(nlp, kw.get("exclude", ()), reduction)
         evaluate = _evaluate_on_rank_0(evaluate, trainable_models(nlp))
         with sync.installed():
-            yield from original(nlp, optimizer, train_data, evaluate, **kw)
+            for batch, info, is_best_checkpoint in original(
+                nlp, optimizer, train_data, evaluate, **kw
+            ):
+                if is_best_checkpoint is not None:
+                    _sum_logged_counts(info, [name for name, _ in sync.procs])
+                yield batch, info, is_best_checkpoint
 
     loop.train_while_improving = train_while_improving
     try:

@@ -9,6 +9,7 @@ project's other subprocess tests are.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -23,7 +24,9 @@ import spacy
 from spacy.tokens import DocBin
 from spacy.training.initialize import init_nlp
 from thinc.api import Config
+from typer.testing import CliRunner
 
+from spacy_crf_ner.cli import app
 from spacy_crf_ner.distributed import (
     configure_sharded_batcher,
     parameter_arrays,
@@ -48,15 +51,20 @@ SMALL_TOK2VEC = {
 }
 
 
-def write_setup(folder: Path, data: list, steps: int) -> Path:
-    """A training corpus (train = dev) and a config training on it for ``steps`` steps."""
+def write_corpus(path: Path, data: list) -> Path:
     nlp = spacy.blank("en")
     docbin = DocBin()
     for text, entities in data:
         doc = nlp.make_doc(text)
         doc.ents = [doc.char_span(start, end, label=label) for start, end, label in entities]
         docbin.add(doc)
-    docbin.to_disk(folder / "train.spacy")
+    docbin.to_disk(path)
+    return path
+
+
+def write_setup(folder: Path, data: list, steps: int) -> Path:
+    """A training corpus (train = dev) and a config training on it for ``steps`` steps."""
+    write_corpus(folder / "train.spacy", data)
     config = Config().from_disk(CONFIGS / "bilstm_crf.cfg", interpolate=False)
     config["paths"]["train"] = str(folder / "train.spacy")
     config["paths"]["dev"] = str(folder / "train.spacy")
@@ -147,6 +155,42 @@ def test_sharded_batcher_gives_each_rank_its_share():
 
 
 # --------------------------------------------------------------------------------------------
+# Command-line errors (in process: they come before any worker starts)
+
+
+def assert_one_error_line(result, *names: str) -> None:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output, result.output
+    assert [line for line in result.output.splitlines() if line.startswith("✘")], result.output
+    for name in names:
+        assert name in result.output, (name, result.output)
+
+
+@pytest.mark.parametrize(
+    "args,names",
+    [
+        (["missing.cfg"], ["Config file not found", "missing.cfg"]),
+        (["{config}", "--workers", "2", "--gpu-ids", "0"], ["--gpu-ids", "2 worker(s)"]),
+        (["{config}", "--gpu-ids", "0,x"], ["--gpu-ids", "0,x"]),
+        (["{config}", "--gpu-ids", "1,1", "--workers", "2"], ["--gpu-ids", "distinct"]),
+        (["{config}", "--workers", "0"], ["--workers", "at least 1"]),
+    ],
+)
+def test_command_line_errors(tmp_path, en_train_data, args, names):
+    config = write_setup(tmp_path, en_train_data, steps=1)
+    args = [arg.format(config=config) for arg in args]
+    assert_one_error_line(CliRunner().invoke(app, ["train", *args]), *names)
+
+
+def test_torchrun_environment_errors(tmp_path, en_train_data, monkeypatch):
+    config = write_setup(tmp_path, en_train_data, steps=1)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("RANK", raising=False)
+    result = CliRunner().invoke(app, ["train", str(config)])
+    assert_one_error_line(result, "WORLD_SIZE is set but RANK")
+
+
+# --------------------------------------------------------------------------------------------
 # Two gloo workers
 
 
@@ -156,27 +200,43 @@ def two_workers_10_steps(tmp_path_factory, en_train_data):
     batches) on the same config: 10 steps each."""
     folder = tmp_path_factory.mktemp("ddp")
     config = write_setup(folder, en_train_data, steps=10)
-    run(
+    ddp = run(
         [sys.executable, "-m", "spacy_crf_ner", "train", str(config), "--workers", "2",
          "--output", str(folder / "ddp"), "--timeout", "60"]
     )  # fmt: skip
-    run([sys.executable, "-m", "spacy", "train", str(config), "--output", str(folder / "one")])
-    return folder, config
+    one = run(
+        [sys.executable, "-m", "spacy", "train", str(config), "--output", str(folder / "one")]
+    )
+    return folder, config, ddp.stdout, one.stdout
+
+
+def logged_rows(stdout: str) -> list[list[float]]:
+    """The console logger's rows: epoch, step, loss, P/R/F and score."""
+    return [
+        [float(value) for value in line.split()]
+        for line in stdout.splitlines()
+        if re.match(r"\s*\d+\s+\d+\s+[\d.]+\s", line)
+    ]
 
 
 @pytest.mark.slow
 def test_two_workers_make_the_updates_of_one_on_the_global_batch(two_workers_10_steps):
-    folder, config = two_workers_10_steps
+    folder, config, ddp_log, one_log = two_workers_10_steps
     ddp = parameter_arrays(spacy.load(folder / "ddp" / "model-last"))
     one = parameter_arrays(spacy.load(folder / "one" / "model-last"))
     assert max_difference(ddp, one) < 1e-5
     initial = parameter_arrays(init_nlp(spacy.util.load_config(config)))
     assert max_difference(ddp, initial) > 1e-3  # the weights did move
+    # The log shows the losses of all workers together: those of the one process.
+    ddp_rows, one_rows = logged_rows(ddp_log), logged_rows(one_log)
+    assert len(ddp_rows) == len(one_rows) == 3  # steps 0, 5, 10
+    for ddp_row, one_row in zip(ddp_rows, one_rows, strict=True):
+        assert ddp_row == pytest.approx(one_row, rel=1e-3, abs=0.011)
 
 
 @pytest.mark.slow
 def test_the_saved_pipeline_loads_and_tags(two_workers_10_steps, en_train_data):
-    folder, _ = two_workers_10_steps
+    folder, *_ = two_workers_10_steps
     nlp = spacy.load(folder / "ddp" / "model-best")
     assert nlp.pipe_names == ["crf_ner"]
     assert nlp.config["training"]["batcher"]["batcher"]["@batchers"] == "spacy.batch_by_sequence.v1"
@@ -189,37 +249,53 @@ def test_the_saved_pipeline_loads_and_tags(two_workers_10_steps, en_train_data):
 
 # Runs one rank as torchrun would start it, and saves the weights it ends with.
 RANK_SCRIPT = """
-import os, sys
+import json, os, sys
 from pathlib import Path
 import numpy
 from spacy_crf_ner.distributed import parameter_arrays, train_worker, worker_env
-config, output = sys.argv[1], Path(sys.argv[2])
-nlp = train_worker(config, output, {}, worker_env(), timeout=60)
+config, output, overrides = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
+nlp = train_worker(config, output, overrides, worker_env(), timeout=60)
 numpy.savez(output.parent / f"rank{os.environ['RANK']}.npz", **parameter_arrays(nlp))
 """
 
 
-@pytest.mark.slow
-def test_ranks_hold_identical_weights_after_20_steps(tmp_path, en_train_data):
-    config = write_setup(tmp_path, en_train_data, steps=20)
+def train_two_ranks(config: Path, folder: Path, overrides: dict) -> list[dict[str, numpy.ndarray]]:
+    """Train as two torchrun-style ranks; the weights each rank ends with."""
     port = free_port()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", RANK_SCRIPT, str(config), str(tmp_path / "out")],
+            [
+                sys.executable,
+                "-c",
+                RANK_SCRIPT,
+                str(config),
+                str(folder / "out"),
+                json.dumps(overrides),
+            ],
             env=torchrun_env(rank, 2, port),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-        )
+        )  # fmt: skip
         for rank in range(2)
     ]
     for proc in procs:
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, out + err
-    ranks = [dict(numpy.load(tmp_path / f"rank{r}.npz")) for r in range(2)]
+    return [dict(numpy.load(folder / f"rank{rank}.npz")) for rank in range(2)]
+
+
+def assert_identical(ranks: list[dict[str, numpy.ndarray]]) -> None:
     assert ranks[0].keys() == ranks[1].keys()
     for key in ranks[0]:
         assert numpy.array_equal(ranks[0][key], ranks[1][key]), key
+
+
+@pytest.mark.slow
+def test_ranks_hold_identical_weights_after_20_steps(tmp_path, en_train_data):
+    config = write_setup(tmp_path, en_train_data, steps=20)
+    ranks = train_two_ranks(config, tmp_path, {})
+    assert_identical(ranks)
     initial = parameter_arrays(init_nlp(spacy.util.load_config(config)))
     assert max_difference(ranks[0], initial) > 1e-3
 
@@ -236,6 +312,26 @@ def read_until(stream, pattern: str, seconds: float) -> str:
         if re.match(pattern, line):
             return "".join(seen)
     raise AssertionError(f"no {pattern!r} in the output:\n{''.join(seen)}")
+
+
+@pytest.mark.slow
+def test_transformer_crf_ranks_hold_identical_weights(tmp_path, en_train_data, tiny_bert):
+    corpus = write_corpus(tmp_path / "train.spacy", en_train_data)
+    config = CONFIGS / "transformer_crf.cfg"
+    overrides = {
+        "paths.train": str(corpus),
+        "paths.dev": str(corpus),
+        "paths.transformer_model": str(tiny_bert),
+        "training.max_steps": 4,
+        "training.eval_frequency": 2,
+        "training.optimizer.learn_rate.warmup_steps": 1,
+        "training.optimizer.learn_rate.initial_rate": 0.01,
+    }
+    ranks = train_two_ranks(config, tmp_path, overrides)
+    assert_identical(ranks)
+    assert any(".bert." in key or "embeddings" in key for key in ranks[0]), list(ranks[0])[:20]
+    initial = parameter_arrays(init_nlp(spacy.util.load_config(config, overrides=overrides)))
+    assert max_difference(ranks[0], initial) > 1e-4
 
 
 STEP_50 = r"\s*\d+\s+50\s"  # the logger's row of step 50: training is under way
