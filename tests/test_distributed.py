@@ -338,7 +338,10 @@ STEP_50 = r"\s*\d+\s+50\s"  # the logger's row of step 50: training is under way
 
 
 @pytest.mark.slow
-def test_a_killed_worker_stops_the_other_within_the_timeout(tmp_path, en_train_data):
+@pytest.mark.parametrize("how", ["killed", "hung"])
+def test_a_dead_or_hung_worker_stops_the_other_within_the_timeout(tmp_path, en_train_data, how):
+    """Rank 1 is killed (its connection closes: rank 0 notices at once) or stopped (it just
+    stops answering: rank 0 gives up after the timeout)."""
     config = write_setup(tmp_path, en_train_data, steps=0)  # 0: no step limit
     port = free_port()
     timeout = 10
@@ -366,16 +369,16 @@ def test_a_killed_worker_stops_the_other_within_the_timeout(tmp_path, en_train_d
     ]
     try:
         read_until(procs[0].stdout, STEP_50, seconds=120)  # training runs: a logged step 50
-        procs[1].send_signal(signal.SIGKILL)
-        killed_at = time.monotonic()
+        procs[1].send_signal(signal.SIGKILL if how == "killed" else signal.SIGSTOP)
+        stopped_at = time.monotonic()
         procs[0].wait(timeout=timeout + 30)
-        waited = time.monotonic() - killed_at
+        waited = time.monotonic() - stopped_at
         stderr = procs[0].stderr.read()
     finally:
         for proc in procs:
             proc.kill()
             proc.wait()
-    assert procs[0].returncode not in (0, None)
+    assert procs[0].returncode == 1
     assert waited < timeout + 30
     assert "✘ Rank 0: the other workers did not answer" in stderr, stderr
     assert "Traceback" not in stderr
