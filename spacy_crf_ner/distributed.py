@@ -98,8 +98,10 @@ def rank_and_world_size() -> tuple[int, int]:
     return 0, 1
 
 
-def init_workers(env: WorkerEnv, *, gpu_id: int, timeout: float) -> None:
-    """Join the process group: gloo on the CPU (one torch thread per worker), NCCL on GPU."""
+def init_workers(env: WorkerEnv, *, gpu_id: int, timeout: float) -> bool:
+    """Join the process group: gloo on the CPU (one torch thread per worker), NCCL on GPU.
+    A group that a launcher set up already (Ray Train does) is used as it is: returns
+    whether this call created the group (and so should destroy it)."""
     if timeout <= 0:
         raise ValueError(f"--timeout must be a positive number of seconds, got {timeout}")
     if gpu_id >= 0:
@@ -110,6 +112,13 @@ def init_workers(env: WorkerEnv, *, gpu_id: int, timeout: float) -> None:
     else:
         torch.set_num_threads(1)
         backend = "gloo"
+    if dist.is_initialized():
+        if (dist.get_rank(), dist.get_world_size()) != (env.rank, env.world_size):
+            raise ValueError(
+                f"The process group has rank {dist.get_rank()} of {dist.get_world_size()}, "
+                f"the worker's environment rank {env.rank} of {env.world_size}"
+            )
+        return False
     with collective_errors("joining the other workers", timeout):
         dist.init_process_group(
             backend,
@@ -117,6 +126,7 @@ def init_workers(env: WorkerEnv, *, gpu_id: int, timeout: float) -> None:
             world_size=env.world_size,
             timeout=datetime.timedelta(seconds=timeout),
         )
+    return True
 
 
 def shutdown_workers() -> None:
@@ -614,30 +624,25 @@ def train_worker(
     overrides: dict[str, Any],
     env: WorkerEnv,
     *,
-    gpu_ids: Sequence[int] = (),
+    gpu_id: int = -1,
     timeout: float = DEFAULT_TIMEOUT,
     reduction: str = "sum",
 ) -> Language:
-    """Train as one rank of ``env.world_size``: spaCy's init and loop with this module's
-    hooks. Rank 0 writes ``output_path`` (model-best, model-last) and logs; the others are
-    silent. Returns the trained pipeline (the same weights on every rank)."""
+    """Train as one rank of ``env.world_size`` on GPU ``gpu_id`` (-1: the CPU): spaCy's
+    init and loop with this module's hooks. Rank 0 writes ``output_path`` (model-best,
+    model-last) and logs; the others are silent. Returns the trained pipeline (the same
+    weights on every rank)."""
     from spacy import util
     from spacy.training.initialize import init_nlp
     from spacy.training.loop import train as train_nlp
 
     from .loaders import setup_gpu
 
-    if gpu_ids and env.local_rank >= len(gpu_ids):
-        raise ValueError(
-            f"--gpu-ids {','.join(map(str, gpu_ids))} names {len(gpu_ids)} GPU(s), but this "
-            f"worker's local rank is {env.local_rank}: give one GPU per worker on each machine."
-        )
-    gpu_id = gpu_ids[env.local_rank] if gpu_ids else -1
     setup_gpu(gpu_id)
     set_timeout(timeout)
     if env.rank == 0 and output_path is not None:
         Path(output_path).mkdir(parents=True, exist_ok=True)
-    init_workers(env, gpu_id=gpu_id, timeout=timeout)
+    created_group = init_workers(env, gpu_id=gpu_id, timeout=timeout)
     try:
         config = util.load_config(config_path, overrides=overrides, interpolate=False)
         shard_config_batcher(config)
@@ -666,7 +671,8 @@ def train_worker(
         barrier("finishing (rank 0 saves the pipeline)")
         return nlp
     finally:
-        shutdown_workers()
+        if created_group:
+            shutdown_workers()
 
 
 def parameter_arrays(nlp: Language) -> dict[str, numpy.ndarray]:

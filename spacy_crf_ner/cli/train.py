@@ -98,8 +98,14 @@ def train_cli(
             if output is not None:
                 msg.good(f"Saved the pipeline to {output}")
             return
+        if ids and env.local_rank >= len(ids):
+            raise ValueError(
+                f"--gpu-ids {gpu_ids} names {len(ids)} GPU(s), but this worker's local rank is "
+                f"{env.local_rank}: give one GPU per worker on each machine."
+            )
+        gpu_id = ids[env.local_rank] if ids else -1
         with show_validation_error(config_path, hint_fill=False):
-            train_worker(config_path, output, overrides, env, gpu_ids=ids, timeout=timeout)
+            train_worker(config_path, output, overrides, env, gpu_id=gpu_id, timeout=timeout)
     except DistributedTrainingError as err:
         fail(str(err), verbose=verbose)
     except USER_ERRORS as err:
