@@ -27,6 +27,7 @@ import datetime
 import hashlib
 import io
 import os
+import signal
 import sys
 import threading
 import time
@@ -49,6 +50,10 @@ included) before it gives up."""
 
 BUCKET_BYTES = 25 * 1024 * 1024
 """Gradients are all-reduced in flat buckets of about this size (as torch's DDP does)."""
+
+SPARSE_MIN_ROWS = 1024
+"""Gradients of 2-D parameters with at least this many rows (embedding tables) are summed
+row-sparse: only the rows that some rank's batch used are sent."""
 
 ENV_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 """What torchrun (and ``train --workers``) sets for every worker."""
@@ -290,7 +295,8 @@ class _Slot:
     param: torch.Tensor
     grad: torch.Tensor | None
     set_param: Callable[[torch.Tensor], None]
-    set_grad: Callable[[torch.Tensor], None]
+    # Writes the gradient (all of it, or the rows given), creating it if there was none.
+    write_grad: Callable[[torch.Tensor, torch.Tensor | None], None]
 
 
 def trainable_models(nlp: Language, exclude: Iterable[str] = ()) -> list[Model]:
@@ -334,19 +340,24 @@ def _thinc_slot(node: Model, name: str) -> _Slot:
     def set_param(value: torch.Tensor) -> None:
         node.set_param(name, torch2xp(value.reshape(param.shape).clone(), ops=node.ops))
 
-    def set_grad(value: torch.Tensor) -> None:
-        new = torch2xp(value.reshape(param.shape).clone(), ops=node.ops)
-        if grad is not None:
-            grad[...] = new
+    def write_grad(value: torch.Tensor, rows: torch.Tensor | None) -> None:
+        target = node.get_grad(name) if node.has_grad(name) else None
+        if target is None:
+            node.set_grad(name, node.ops.alloc(param.shape, dtype=param.dtype))
+            target = node.get_grad(name)
+        if rows is None:
+            target[...] = torch2xp(value, ops=node.ops).reshape(param.shape)
         else:
-            node.set_grad(name, new)
+            target[torch2xp(rows, ops=node.ops)] = torch2xp(value, ops=node.ops).reshape(
+                (len(rows), *param.shape[1:])
+            )
 
     return _Slot(
         f"{node.name}.{name}",
         xp2torch(param),
         None if grad is None else xp2torch(grad),
         set_param,
-        set_grad,
+        write_grad,
     )
 
 
@@ -359,21 +370,27 @@ def _torch_slots(node: Model, shim: PyTorchShim) -> Iterator[_Slot]:
             with torch.no_grad():
                 tensor.data.copy_(value.view_as(tensor))
 
-        def set_grad(value: torch.Tensor, tensor: torch.Tensor = tensor) -> None:
-            if tensor.grad is None:
-                tensor.grad = value.view_as(tensor).clone()
-            else:
-                tensor.grad.copy_(value.view_as(tensor))
+        def write_grad(
+            value: torch.Tensor, rows: torch.Tensor | None, tensor: torch.Tensor = tensor
+        ) -> None:
+            with torch.no_grad():
+                if tensor.grad is None:
+                    tensor.grad = torch.zeros_like(tensor)
+                if rows is None:
+                    tensor.grad.copy_(value.view_as(tensor))
+                else:
+                    tensor.grad.index_copy_(0, rows, value.view(len(rows), *tensor.shape[1:]))
 
-        yield _Slot(f"{node.name}.{name}", tensor.data, tensor.grad, set_param, set_grad)
+        yield _Slot(f"{node.name}.{name}", tensor.data, tensor.grad, set_param, write_grad)
 
 
-def _buckets(slots: list[_Slot], bucket_bytes: int) -> Iterator[list[_Slot]]:
-    bucket: list[_Slot] = []
+def _buckets(slots: list[_Slot], sizes: Sequence[int], bucket_bytes: int) -> Iterator[list[int]]:
+    """Consecutive slot positions whose ``sizes`` (floats) add up to about ``bucket_bytes``."""
+    bucket: list[int] = []
     size = 0
-    for slot in slots:
-        bucket.append(slot)
-        size += slot.param.numel() * slot.param.element_size()
+    for i in range(len(slots)):
+        bucket.append(i)
+        size += sizes[i] * 4
         if size >= bucket_bytes:
             yield bucket
             bucket, size = [], 0
@@ -391,15 +408,56 @@ def _uses_nccl() -> bool:
     return dist.is_initialized() and dist.get_backend() == "nccl"
 
 
+def _union_rows(slots: list[_Slot], min_rows: int, device: torch.device) -> tuple[list[Any], int]:
+    """For each slot, the rows of its gradient that are non-zero on some rank (a LongTensor)
+    where those are at most half of a table of ``min_rows`` rows or more; None elsewhere
+    (the whole gradient is sent). One small all-reduce of the row masks decides it, so every
+    rank takes the same rows; returns the rows and the number of collective calls (0 or 1).
+    Embedding tables (hash embeddings, a transformer's word
+    embeddings) have gradients in only the rows the batch used: sending those rows instead
+    of the table cuts the volume several times (BENCHMARKS.md section 9)."""
+    candidates = [
+        i
+        for i, slot in enumerate(slots)
+        if slot.param.dim() == 2 and slot.param.shape[0] >= min_rows
+    ]
+    rows: list[Any] = [None] * len(slots)
+    if not candidates:
+        return rows, 0
+    masks = []
+    for i in candidates:
+        grad = slots[i].grad
+        if grad is None:
+            masks.append(torch.zeros(slots[i].param.shape[0], dtype=torch.uint8, device=device))
+        else:
+            masks.append(grad.ne(0).any(dim=1).to(device=device, dtype=torch.uint8))
+    union = torch.cat(masks)
+    dist.all_reduce(union, op=dist.ReduceOp.MAX)
+    offset = 0
+    for i in candidates:
+        n_rows = slots[i].param.shape[0]
+        used = union[offset : offset + n_rows].nonzero().flatten()
+        offset += n_rows
+        if len(used) <= n_rows // 2:
+            rows[i] = used
+    return rows, 1
+
+
 def all_reduce_gradients(
-    models: Sequence[Model], *, reduction: str = "sum", bucket_bytes: int = BUCKET_BYTES
+    models: Sequence[Model],
+    *,
+    reduction: str = "sum",
+    bucket_bytes: int = BUCKET_BYTES,
+    sparse_min_rows: int = SPARSE_MIN_ROWS,
 ) -> int:
     """Sum (or average) every trainable parameter's gradient over the ranks, in place.
 
-    Each flat bucket starts with one flag per parameter (1 where this rank has a gradient),
-    so that a parameter no rank has a gradient for stays without one (the optimizer then
-    skips it, as it would in one process), and one that only some ranks have gets the sum.
-    Returns the number of collective calls made.
+    The gradients go in flat float32 buckets, each starting with one flag per parameter (1
+    where this rank has a gradient), so that a parameter no rank has a gradient for stays
+    without one (the optimizer then skips it, as it would in one process), and one that
+    only some ranks have gets the sum. Of an embedding table only the rows some rank used
+    are sent (``_union_rows``); the others are zero on every rank. Returns the number of
+    collective calls made.
     """
     if reduction not in ("sum", "mean"):
         raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
@@ -410,13 +468,26 @@ def all_reduce_gradients(
     slots = _slots(models)
     pending = []
     with collective_errors("summing the gradients"):
-        for bucket in _buckets(slots, bucket_bytes):
-            flags = torch.tensor(
-                [0.0 if slot.grad is None else 1.0 for slot in bucket], dtype=torch.float32
-            )
-            parts = [flags.to(device)]
-            for slot in bucket:
-                grad = slot.grad if slot.grad is not None else torch.zeros_like(slot.param)
+        rows, calls = _union_rows(slots, sparse_min_rows, device)
+        sizes = [
+            slot.param.numel() if r is None else len(r) * slot.param[0].numel()
+            for slot, r in zip(slots, rows, strict=True)
+        ]
+        for bucket in _buckets(slots, sizes, bucket_bytes):
+            parts = [
+                torch.tensor(
+                    [0.0 if slots[i].grad is None else 1.0 for i in bucket],
+                    dtype=torch.float32,
+                    device=device,
+                )
+            ]
+            for i in bucket:
+                grad = slots[i].grad
+                if grad is None:
+                    parts.append(torch.zeros(sizes[i], dtype=torch.float32, device=device))
+                    continue
+                if rows[i] is not None:
+                    grad = grad.index_select(0, rows[i].to(grad.device))
                 parts.append(grad.detach().reshape(-1).to(device=device, dtype=torch.float32))
             flat = torch.cat(parts)
             pending.append((bucket, flat, dist.all_reduce(flat, async_op=True)))
@@ -427,13 +498,14 @@ def all_reduce_gradients(
             flat[len(bucket) :] /= world_size
         flags = flat[: len(bucket)].tolist()
         offset = len(bucket)
-        for flag, slot in zip(flags, bucket, strict=True):
-            n = slot.param.numel()
+        for flag, i in zip(flags, bucket, strict=True):
+            slot = slots[i]
             if flag > 0:
-                value = flat[offset : offset + n].to(slot.param.device, slot.param.dtype)
-                slot.set_grad(value)
-            offset += n
-    return len(pending)
+                value = flat[offset : offset + sizes[i]].to(slot.param.device, slot.param.dtype)
+                row_index = None if rows[i] is None else rows[i].to(slot.param.device)
+                slot.write_grad(value, row_index)
+            offset += sizes[i]
+    return calls + len(pending)
 
 
 def broadcast_parameters(models: Sequence[Model], *, src: int = 0) -> None:
@@ -443,7 +515,9 @@ def broadcast_parameters(models: Sequence[Model], *, src: int = 0) -> None:
         return
     device = _collective_device()
     with collective_errors("copying the initial weights"):
-        for bucket in _buckets(_slots(models), BUCKET_BYTES):
+        slots = _slots(models)
+        for positions in _buckets(slots, [s.param.numel() for s in slots], BUCKET_BYTES):
+            bucket = [slots[i] for i in positions]
             flat = torch.cat(
                 [s.param.detach().reshape(-1).to(device, torch.float32) for s in bucket]
             )
@@ -697,6 +771,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def launch_workers(command: Sequence[str], workers: int, *, cpu: bool, grace: float = 30.0) -> None:
     """Run ``command`` in ``workers`` processes with torchrun's environment variables, and
     wait for all of them. When one fails, the others get ``grace`` seconds to notice and
@@ -708,6 +786,8 @@ def launch_workers(command: Sequence[str], workers: int, *, cpu: bool, grace: fl
         raise ValueError(f"--workers must be at least 1, got {workers}")
     port = free_port()
     procs: list[subprocess.Popen] = []
+    # SIGTERM (kill, a job scheduler) ends the workers too, as Ctrl-C does.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         for rank in range(workers):
             env = dict(os.environ)
@@ -744,6 +824,7 @@ def launch_workers(command: Sequence[str], workers: int, *, cpu: bool, grace: fl
                 + ". The other workers were stopped; see the workers' errors above."
             )
     finally:
+        signal.signal(signal.SIGTERM, previous)
         for proc in procs:
             if proc.poll() is None:
                 proc.terminate()

@@ -41,7 +41,7 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SMALL_TOK2VEC = {
     "@architectures": "spacy_crf_ner.BiLSTMEncoder.v1",
     "width": 32,
-    "embed_size": 500,
+    "embed_size": 2000,  # over SPARSE_MIN_ROWS rows: the row-sparse all-reduce is used
     "attrs": ["NORM", "PREFIX", "SUFFIX", "SHAPE"],
     "include_static_vectors": False,
     "char_features": 8,

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from spacy.cli._util import parse_config_overrides, show_validation_error
+from spacy.cli._util import import_code, parse_config_overrides, show_validation_error
 from wasabi import msg
 
 from ..distributed import (
@@ -69,6 +69,15 @@ def train_cli(
             help="Seconds a worker waits for the others (longer than an evaluation + save).",
         ),
     ] = DEFAULT_TIMEOUT,
+    code: Annotated[
+        Path | None,
+        typer.Option(
+            "--code",
+            "-c",
+            help="Python file with registered functions to import (as for spacy train).",
+            show_default=False,
+        ),
+    ] = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Train with spaCy's loop on several workers: each takes a share of every batch, the
@@ -77,6 +86,8 @@ def train_cli(
     try:
         if not config_path.is_file():
             raise FileNotFoundError(f"Config file not found: {config_path}")
+        if code is not None and not code.is_file():
+            raise FileNotFoundError(f"--code: Python file not found: {code}")
         overrides = parse_config_overrides(ctx.args)
         ids = parse_gpu_ids(gpu_ids)
         env = worker_env()
@@ -93,6 +104,8 @@ def train_cli(
                 command += ["--output", str(output)]
             if ids:
                 command += ["--gpu-ids", ",".join(map(str, ids))]
+            if code is not None:
+                command += ["--code", str(code)]
             command += ["--timeout", str(timeout), *(["--verbose"] if verbose else []), *ctx.args]
             launch_workers(command, workers, cpu=not ids)
             if output is not None:
@@ -104,6 +117,7 @@ def train_cli(
                 f"{env.local_rank}: give one GPU per worker on each machine."
             )
         gpu_id = ids[env.local_rank] if ids else -1
+        import_code(code)
         with show_validation_error(config_path, hint_fill=False):
             train_worker(config_path, output, overrides, env, gpu_id=gpu_id, timeout=timeout)
     except DistributedTrainingError as err:
