@@ -199,14 +199,17 @@ def two_workers_10_steps(tmp_path_factory, en_train_data):
     """``train --workers 2`` and spaCy's ``spacy train`` (one process, the same global
     batches) on the same config: 10 steps each."""
     folder = tmp_path_factory.mktemp("ddp")
-    config = write_setup(folder, en_train_data, steps=10)
+    # 3 steps in the file, 10 by an override: the launcher must pass overrides on.
+    config = write_setup(folder, en_train_data, steps=3)
+    steps = ["--training.max_steps", "10"]
     ddp = run(
         [sys.executable, "-m", "spacy_crf_ner", "train", str(config), "--workers", "2",
-         "--output", str(folder / "ddp"), "--timeout", "60"]
+         "--output", str(folder / "ddp"), "--timeout", "60", *steps]
     )  # fmt: skip
     one = run(
-        [sys.executable, "-m", "spacy", "train", str(config), "--output", str(folder / "one")]
-    )
+        [sys.executable, "-m", "spacy", "train", str(config), "--output", str(folder / "one"),
+         *steps]
+    )  # fmt: skip
     return folder, config, ddp.stdout, one.stdout
 
 

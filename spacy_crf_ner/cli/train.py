@@ -88,7 +88,7 @@ def train_cli(
             raise FileNotFoundError(f"Config file not found: {config_path}")
         if code is not None and not code.is_file():
             raise FileNotFoundError(f"--code: Python file not found: {code}")
-        overrides = parse_config_overrides(ctx.args)
+        overrides = parse_config_overrides(list(ctx.args))  # it empties the list it gets
         ids = parse_gpu_ids(gpu_ids)
         env = worker_env()
         if env is None:
