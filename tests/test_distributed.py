@@ -155,6 +155,95 @@ def test_sharded_batcher_gives_each_rank_its_share():
 
 
 # --------------------------------------------------------------------------------------------
+# The gradient all-reduce, against numpy's sum of the two ranks' gradients
+
+# Each rank gives its model gradients that depend on its rank, saves them, all-reduces and
+# saves the result. Covered: a dense Thinc parameter, one that only rank 0 has a gradient
+# for, an embedding table (2000 rows: row-sparse) with different rows on the two ranks, a
+# table without any gradient, and the weight and bias of a torch module in a PyTorch shim
+# (the bias without a gradient on rank 1).
+GRADIENT_SCRIPT = """
+import sys
+from pathlib import Path
+import numpy, torch
+from thinc.api import Linear, Model, PyTorchWrapper_v2, chain
+from spacy_crf_ner.distributed import all_reduce_gradients, init_workers, worker_env
+
+env = worker_env()
+init_workers(env, gpu_id=-1, timeout=60)
+r = env.rank
+table = Model("table", lambda model, X, is_train: (X, lambda dY: dY), params={"E": None, "F": None})
+table.set_param("E", numpy.zeros((2000, 3), dtype="f"))
+table.set_param("F", numpy.zeros((2000, 3), dtype="f"))
+linear = Linear(3, 4)
+linear.initialize()
+torch.manual_seed(0)
+wrapped = PyTorchWrapper_v2(torch.nn.Linear(4, 2))
+model = chain(table, linear, wrapped)
+rng = numpy.random.default_rng(r)
+linear.set_grad("W", rng.normal(size=(3, 4)).astype("f"))
+if r == 0:
+    linear.set_grad("b", rng.normal(size=(3,)).astype("f"))
+E = numpy.zeros((2000, 3), dtype="f")
+E[[1, 5] if r == 0 else [5, 7]] = rng.normal(size=(2, 3))
+table.set_grad("E", E)
+torch_linear = wrapped.shims[0]._model
+torch_linear.weight.grad = torch.from_numpy(rng.normal(size=(2, 4)).astype("f"))
+if r == 0:
+    torch_linear.bias.grad = torch.from_numpy(rng.normal(size=(2,)).astype("f"))
+
+def grads():
+    found = {}
+    for node, name in [(table, "E"), (table, "F"), (linear, "W"), (linear, "b")]:
+        if node.has_grad(name):
+            found[f"{node.name}.{name}"] = numpy.array(node.get_grad(name))
+    for name, p in torch_linear.named_parameters():
+        if p.grad is not None:
+            found[f"torch.{name}"] = p.grad.numpy().copy()
+    return found
+
+folder = Path(sys.argv[1])
+numpy.savez(folder / f"before{r}.npz", **grads())
+calls = all_reduce_gradients([model])
+numpy.savez(folder / f"after{r}.npz", **grads())
+print("collectives", calls)
+"""
+
+
+@pytest.mark.slow
+def test_gradients_are_summed_over_the_ranks(tmp_path):
+    port = free_port()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", GRADIENT_SCRIPT, str(tmp_path)],
+            env=torchrun_env(rank, 2, port),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    outputs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out + err
+        outputs.append(out)
+    before = [dict(numpy.load(tmp_path / f"before{rank}.npz")) for rank in range(2)]
+    after = [dict(numpy.load(tmp_path / f"after{rank}.npz")) for rank in range(2)]
+    names = set(before[0]) | set(before[1])
+    assert "table.F" not in names and "linear.b" not in before[1]  # the cases are there
+    expected = {
+        name: before[0].get(name, 0) + before[1].get(name, 0) for name in names
+    }  # numpy's sum; a gradient missing on a rank counts as 0
+    for rank in range(2):
+        assert set(after[rank]) == names  # none added where no rank had one
+        for name in names:
+            numpy.testing.assert_allclose(after[rank][name], expected[name], rtol=1e-6)
+    assert numpy.count_nonzero(expected["table.E"].any(axis=1)) == 3  # rows 1, 5 and 7
+    assert all("collectives 2" in out for out in outputs)  # the used rows, then one bucket
+
+
+# --------------------------------------------------------------------------------------------
 # Command-line errors (in process: they come before any worker starts)
 
 
