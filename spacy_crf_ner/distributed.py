@@ -4,8 +4,9 @@ Every rank builds the same pipeline from the same config and seed, reads the sam
 and draws the same sequence of global batches; ``ShardedBatcher.v1`` hands each rank its
 share of every global batch. Before each optimizer step the gradients of every trainable
 parameter (Thinc's, and the torch parameters inside PyTorch shims: the BiLSTM, the
-transformer) are summed over the ranks in a few flattened buckets, so every rank makes the
-update one process would make on the whole global batch and all weights stay identical.
+transformer) are summed over the ranks in a few flattened buckets (of an embedding table,
+only the rows some rank used), so every rank makes the update one process would make on the
+whole global batch and all weights stay identical.
 crf_ner's loss is a sum over the batch's docs, so the sum of the shards' gradients *is* the
 global batch's gradient (``reduction="mean"`` is there for losses averaged per batch).
 
@@ -181,6 +182,13 @@ class Watchdog:
 
 
 _watchdog: Watchdog | None = None
+_timeout = DEFAULT_TIMEOUT
+
+
+def set_timeout(seconds: float) -> None:
+    """The timeout the watchdog applies to every collective (as given to the group)."""
+    global _timeout
+    _timeout = float(seconds)
 
 
 @contextlib.contextmanager
@@ -206,15 +214,6 @@ def collective_errors(what: str, timeout: float | None = None) -> Iterator[None]
         ) from err
     finally:
         _watchdog.disarm()
-
-
-_timeout = DEFAULT_TIMEOUT
-
-
-def set_timeout(seconds: float) -> None:
-    """The timeout the watchdog applies to every collective (as given to the group)."""
-    global _timeout
-    _timeout = float(seconds)
 
 
 # --------------------------------------------------------------------------------------------
@@ -299,16 +298,22 @@ class _Slot:
     write_grad: Callable[[torch.Tensor, torch.Tensor | None], None]
 
 
-def trainable_models(nlp: Language, exclude: Iterable[str] = ()) -> list[Model]:
-    """The models that spaCy's loop updates: those of the trainable pipes not excluded."""
+def trainable_pipes(nlp: Language, exclude: Iterable[str] = ()) -> list[tuple[str, Any]]:
+    """The pipes whose ``finish_update`` spaCy's loop calls, in pipeline order (the test of
+    ``train_while_improving``): trainable, with a model, not excluded (frozen)."""
     excluded = set(exclude)
     return [
-        proc.model
+        (name, proc)
         for name, proc in nlp.pipeline
         if name not in excluded
         and getattr(proc, "is_trainable", False)
         and proc.model not in (True, False, None)
     ]
+
+
+def trainable_models(nlp: Language, exclude: Iterable[str] = ()) -> list[Model]:
+    """The models that spaCy's loop updates."""
+    return [proc.model for _, proc in trainable_pipes(nlp, exclude)]
 
 
 def _slots(models: Sequence[Model]) -> list[_Slot]:
@@ -590,13 +595,7 @@ class GradientSync:
     """
 
     def __init__(self, nlp: Language, exclude: Iterable[str], reduction: str = "sum") -> None:
-        self.procs = [
-            (name, proc)
-            for name, proc in nlp.pipeline
-            if name not in set(exclude)
-            and getattr(proc, "is_trainable", False)
-            and proc.model not in (True, False, None)
-        ]
+        self.procs = trainable_pipes(nlp, exclude)
         self.models = [proc.model for _, proc in self.procs]
         self.reduction = reduction
         self.collectives = 0
