@@ -28,6 +28,7 @@ from typer.testing import CliRunner
 
 from spacy_crf_ner.cli import app
 from spacy_crf_ner.distributed import (
+    GradientSync,
     configure_sharded_batcher,
     parameter_arrays,
     shard_batch,
@@ -241,6 +242,20 @@ def test_gradients_are_summed_over_the_ranks(tmp_path):
             numpy.testing.assert_allclose(after[rank][name], expected[name], rtol=1e-6)
     assert numpy.count_nonzero(expected["table.E"].any(axis=1)) == 3  # rows 1, 5 and 7
     assert all("collectives 2" in out for out in outputs)  # the used rows, then one bucket
+
+
+def test_a_first_component_that_cannot_be_hooked_is_refused():
+    nlp = spacy.blank("en")
+    nlp.add_pipe("ner")  # a Cython class: its finish_update can't be replaced
+    nlp.add_pipe("crf_ner")
+    with pytest.raises(ValueError, match="Component 'ner' .*frozen_components"):
+        with GradientSync(nlp, exclude=()).installed():
+            pass
+    # Frozen, it is not hooked; crf_ner is, and is restored afterwards.
+    sync = GradientSync(nlp, exclude=["ner"])
+    with sync.installed():
+        assert "finish_update" in vars(nlp.get_pipe("crf_ner"))
+    assert "finish_update" not in vars(nlp.get_pipe("crf_ner"))
 
 
 # --------------------------------------------------------------------------------------------
