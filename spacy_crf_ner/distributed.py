@@ -27,6 +27,7 @@ import contextlib
 import datetime
 import hashlib
 import io
+import logging
 import os
 import signal
 import sys
@@ -55,6 +56,8 @@ BUCKET_BYTES = 25 * 1024 * 1024
 SPARSE_MIN_ROWS = 1024
 """Gradients of 2-D parameters with at least this many rows (embedding tables) are summed
 row-sparse: only the rows that some rank's batch used are sent."""
+
+logger = logging.getLogger("spacy_crf_ner")
 
 ENV_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 """What torchrun (and ``train --workers``) sets for every worker."""
@@ -543,23 +546,45 @@ def weights_checksum(models: Sequence[Model]) -> int:
     return int.from_bytes(digest.digest(), "little") >> 1
 
 
-def check_same_weights(models: Sequence[Model], when: str) -> None:
-    """Raise on every rank if the ranks' weights differ (compared by checksum)."""
+def ranks_differ(models: Sequence[Model], when: str) -> list[int]:
+    """The ranks whose weights differ from rank 0's (compared by checksum; the same answer
+    on every rank)."""
     _, world_size = rank_and_world_size()
     if world_size == 1:
-        return
+        return []
     mine = torch.tensor([weights_checksum(models)], dtype=torch.int64, device=_collective_device())
     gathered = [torch.zeros_like(mine) for _ in range(world_size)]
     with collective_errors(f"comparing weights {when}"):
         dist.all_gather(gathered, mine)
     sums = [int(t.item()) for t in gathered]
-    if len(set(sums)) > 1:
-        differing = [r for r, s in enumerate(sums) if s != sums[0]]
+    return [rank for rank, value in enumerate(sums) if value != sums[0]]
+
+
+def check_same_weights(models: Sequence[Model], when: str) -> None:
+    """Raise on every rank if the ranks' weights differ."""
+    differing = ranks_differ(models, when)
+    if differing:
         raise DistributedTrainingError(
             f"The weights of rank(s) {differing} differ from rank 0's {when}: the ranks "
             "did not make the same updates (a component whose gradients are not all-reduced, "
             "or ranks that read different data)."
         )
+
+
+def start_from_same_weights(models: Sequence[Model]) -> list[int]:
+    """Check that every rank initialized the same weights, as the same config and seed
+    should give; where not (e.g. a component that initializes from an unseeded source),
+    give every rank rank 0's weights, with a warning. Returns the ranks that differed."""
+    differing = ranks_differ(models, "at the start")
+    if differing:
+        logger.warning(
+            "[crf_ner] Rank(s) %s initialized other weights than rank 0 from the same config "
+            "and seed; all ranks start from rank 0's.",
+            differing,
+        )
+        broadcast_parameters(models)
+        check_same_weights(models, "after copying rank 0's weights")
+    return differing
 
 
 def broadcast_object(value: Any, what: str, src: int = 0) -> Any:
@@ -729,8 +754,7 @@ def train_worker(
             nlp = init_nlp(config, use_gpu=gpu_id)
         frozen = nlp.config["training"].get("frozen_components", [])
         models = trainable_models(nlp, frozen)
-        broadcast_parameters(models)
-        check_same_weights(models, "at the start")
+        start_from_same_weights(models)
         stream = quiet if quiet is not None else sys.stdout
         with distributed_training(reduction):
             train_nlp(

@@ -168,7 +168,9 @@ import sys
 from pathlib import Path
 import numpy, torch
 from thinc.api import Linear, Model, PyTorchWrapper_v2, chain
-from spacy_crf_ner.distributed import all_reduce_gradients, init_workers, worker_env
+from spacy_crf_ner.distributed import (
+    all_reduce_gradients, init_workers, start_from_same_weights, worker_env
+)
 
 env = worker_env()
 init_workers(env, gpu_id=-1, timeout=60)
@@ -208,11 +210,15 @@ numpy.savez(folder / f"before{r}.npz", **grads())
 calls = all_reduce_gradients([model])
 numpy.savez(folder / f"after{r}.npz", **grads())
 print("collectives", calls)
+# Different initial weights on the two ranks: both start from rank 0's.
+linear.set_param("W", numpy.full((3, 4), r + 1.0, dtype="f"))
+print("differing", start_from_same_weights([model]))
+numpy.savez(folder / f"weights{r}.npz", W=linear.get_param("W"), E=table.get_param("E"))
 """
 
 
 @pytest.mark.slow
-def test_gradients_are_summed_over_the_ranks(tmp_path):
+def test_gradients_are_summed_and_initial_weights_made_equal(tmp_path):
     port = free_port()
     procs = [
         subprocess.Popen(
@@ -242,6 +248,11 @@ def test_gradients_are_summed_over_the_ranks(tmp_path):
             numpy.testing.assert_allclose(after[rank][name], expected[name], rtol=1e-6)
     assert numpy.count_nonzero(expected["table.E"].any(axis=1)) == 3  # rows 1, 5 and 7
     assert all("collectives 2" in out for out in outputs)  # the used rows, then one bucket
+    # Initial weights that differ are replaced by rank 0's on every rank.
+    assert all("differing [1]" in out for out in outputs)
+    for rank in range(2):
+        weights = numpy.load(tmp_path / f"weights{rank}.npz")
+        assert (weights["W"] == 1.0).all() and (weights["E"] == 0.0).all()
 
 
 def test_a_first_component_that_cannot_be_hooked_is_refused():
