@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
-import io
 import logging
 import os
 import signal
@@ -671,7 +670,9 @@ def _sum_logged_counts(info: dict[str, Any], pipe_names: Sequence[str]) -> None:
     if world_size == 1:
         return
     losses = info["losses"]
-    names = sorted({*pipe_names, *losses})
+    # The trainable pipes, the same on every rank (a rank whose shares were empty since the
+    # last evaluation has no loss entries yet).
+    names = sorted(pipe_names)
     counts = torch.tensor(
         [float(info["words"])] + [float(losses.get(name, 0.0)) for name in names],
         dtype=torch.float64,
@@ -744,26 +745,26 @@ def train_worker(
     try:
         config = util.load_config(config_path, overrides=overrides, interpolate=False)
         shard_config_batcher(config)
-        quiet = io.StringIO() if env.rank else None
-        if env.rank:
+        if env.rank:  # silent: rank 0 logs (and the config's logger may write files)
             config["training"]["logger"] = {
                 "@loggers": "spacy.ConsoleLogger.v1",
                 "progress_bar": False,
             }
-        with contextlib.redirect_stdout(quiet) if quiet else contextlib.nullcontext():
-            nlp = init_nlp(config, use_gpu=gpu_id)
-        frozen = nlp.config["training"].get("frozen_components", [])
-        models = trainable_models(nlp, frozen)
-        start_from_same_weights(models)
-        stream = quiet if quiet is not None else sys.stdout
-        with distributed_training(reduction):
-            train_nlp(
-                nlp,
-                output_path if env.rank == 0 else None,
-                use_gpu=gpu_id,
-                stdout=stream,
-                stderr=stream if quiet is not None else sys.stderr,
-            )
+        with contextlib.ExitStack() as stack:
+            quiet = stack.enter_context(open(os.devnull, "w")) if env.rank else None
+            with contextlib.redirect_stdout(quiet) if quiet else contextlib.nullcontext():
+                nlp = init_nlp(config, use_gpu=gpu_id)
+            frozen = nlp.config["training"].get("frozen_components", [])
+            models = trainable_models(nlp, frozen)
+            start_from_same_weights(models)
+            with distributed_training(reduction):
+                train_nlp(
+                    nlp,
+                    output_path if env.rank == 0 else None,
+                    use_gpu=gpu_id,
+                    stdout=quiet or sys.stdout,
+                    stderr=quiet or sys.stderr,
+                )
         check_same_weights(models, "at the end")
         barrier("finishing (rank 0 saves the pipeline)")
         return nlp
