@@ -289,6 +289,7 @@ def assert_one_error_line(result, *names: str) -> None:
         (["{config}", "--gpu-ids", "0,x"], ["--gpu-ids", "0,x"]),
         (["{config}", "--gpu-ids", "1,1", "--workers", "2"], ["--gpu-ids", "distinct"]),
         (["{config}", "--workers", "0"], ["--workers", "at least 1"]),
+        (["{config}", "--timeout", "0"], ["--timeout", "positive"]),
     ],
 )
 def test_command_line_errors(tmp_path, en_train_data, args, names):

@@ -91,7 +91,11 @@ def train_cli(
         overrides = parse_config_overrides(list(ctx.args))  # it empties the list it gets
         ids = parse_gpu_ids(gpu_ids)
         env = worker_env()
+        if timeout <= 0:
+            raise ValueError(f"--timeout must be a positive number of seconds, got {timeout:g}")
         if env is None:
+            if workers < 1:
+                raise ValueError(f"--workers must be at least 1, got {workers}")
             if ids and len(ids) != workers:
                 raise ValueError(
                     f"--gpu-ids names {len(ids)} GPU(s) for {workers} worker(s): give one each"
