@@ -26,6 +26,7 @@ REGISTRIES = {
     "spacy_callbacks": "callbacks",
     "spacy_scorers": "scorers",
     "spacy_readers": "readers",
+    "spacy_batchers": "batchers",
 }
 DECLARED = [
     (group, name, value)
@@ -45,9 +46,11 @@ CLI_MODULES = {
     "spacy_crf_ner.cli.predict",
     "spacy_crf_ner.cli.rank",
     "spacy_crf_ner.cli.render",
+    "spacy_crf_ner.cli.train",
     "spacy_crf_ner.annotate",
     "spacy_crf_ner.calibrate",
     "spacy_crf_ner.convert",
+    "spacy_crf_ner.distributed",
     "spacy_crf_ner.evaluate",
     "spacy_crf_ner.formats",
     "spacy_crf_ner.loaders",

@@ -15,6 +15,7 @@ from .evaluate import evaluate_cli
 from .predict import predict_cli
 from .rank import rank_cli
 from .render import render_cli
+from .train import train_cli
 
 __all__ = [
     "app",
@@ -26,6 +27,7 @@ __all__ = [
     "predict_cli",
     "rank_cli",
     "render_cli",
+    "train_cli",
 ]
 
 
