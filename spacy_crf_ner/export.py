@@ -126,10 +126,14 @@ def check_architecture(nlp: Language, name: str) -> dict[str, Any]:
         raise ExportError(f"architecture {tagger} of component '{name}' is not supported by export")
     encoder = model_cfg["tok2vec"].get("@architectures")
     if encoder != SUPPORTED_ENCODER:
-        what = "transformer-CRF pipelines are" if "Transformer" in str(encoder) else "it is"
+        if "Transformer" in str(dict(model_cfg["tok2vec"])):
+            raise ExportError(
+                f"component '{name}' is a transformer-CRF (encoder {encoder} over a "
+                f"TransformerListener): not supported by export yet; only {SUPPORTED_ENCODER} is"
+            )
         raise ExportError(
             f"encoder architecture {encoder} of component '{name}' is not supported by export "
-            f"yet ({what} not exportable; only {SUPPORTED_ENCODER} is)"
+            f"(only {SUPPORTED_ENCODER} is)"
         )
     if model_cfg["tok2vec"].get("include_static_vectors"):
         raise ExportError(
