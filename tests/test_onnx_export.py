@@ -181,6 +181,32 @@ def test_emissions_match_the_torch_model(which, request, sample_docs, tmp_path):
     ]
 
 
+def test_model_graph_alone_gives_the_tags(torch_pipeline, exported, en_train_data):
+    """onnxruntime and the graph file only (as a C#/Java/JS runtime would use it): features in,
+    tag paths of a ragged batch out, the torch component's tags."""
+    import onnxruntime
+
+    from spacy_crf_ner.onnx_pipe import BiLSTMFeatures
+
+    settings = json.loads((exported / "crf_ner" / "cfg").read_text())
+    session = onnxruntime.InferenceSession(str(exported / "crf_ner" / "model.onnx"))
+    torch_nlp = spacy.load(torch_pipeline)
+    docs = [torch_nlp.make_doc(text) for text, _ in en_train_data]
+    width = max(len(doc) for doc in docs)
+    inputs = BiLSTMFeatures(settings["features"]["tables"], settings["features"]["n_chars"])(
+        docs, width
+    )
+    inputs["lengths"] = numpy.asarray([len(doc) for doc in docs], dtype="int64")
+    inputs["allowed"] = numpy.ones((len(docs), width, len(settings["tag_names"])), dtype=bool)
+    paths = session.run(["paths"], inputs)[0]
+    expected = torch_nlp.get_pipe("crf_ner").predict(docs)
+    for row, (doc, tags) in enumerate(zip(docs, expected, strict=True)):
+        numpy.testing.assert_array_equal(paths[row, : len(doc)], tags)
+        assert (paths[row, len(doc) :] == -1).all()
+    names = [settings["tag_names"][t] for t in paths[3, : len(docs[3])]]
+    assert any(name != "O" for name in names)
+
+
 def test_probabilities_candidates_and_sentences_match_torch(torch_pipeline, exported):
     """Entity, path and candidate probabilities at a temperature, with a senter splitting
     docs into CRF sequences (the graph's second decode)."""
