@@ -34,8 +34,11 @@ FACTORY = "crf_ner_onnx"
 CFG_FILE = "cfg"
 GRAPH_FILES = {"model": "model.onnx", "decode": "crf.onnx", "probabilities": "crf_probs.onnx"}
 ONNX_EXTRA_HINT = 'install the onnx extra: pip install "spacy-crf-ner[onnx]"'
-# Docs per graph call: sorted by length and cut into groups so that padding stays small.
-ROWS_PER_CALL = 64
+# Docs per graph call: sorted by length and cut into groups of at most this many rows, each
+# with at most PADDING_SHARE of padding (the LSTM pays for padding; the CRF loop pays per step
+# of each group, whatever its number of rows).
+ROWS_PER_CALL = 128
+PADDING_SHARE = 0.25
 
 if not Span.has_extension("crf_prob"):
     Span.set_extension("crf_prob", default=None)
@@ -231,8 +234,7 @@ class OnnxCRFEntityRecognizer(Pipe):
         session = self._session("model")
         allowed = self._allowed_tags(docs)
         names = [o.name for o in session.get_outputs()]
-        for first in range(0, len(order), ROWS_PER_CALL):
-            indices = order[first : first + ROWS_PER_CALL]
+        for indices in _length_groups(order, [len(doc) for doc in docs]):
             group = [docs[i] for i in indices]
             width = max(len(doc) for doc in group)
             inputs = self._features(group, width)
@@ -444,6 +446,24 @@ class OnnxCRFEntityRecognizer(Pipe):
         state = dict(self.__dict__)
         state["_sessions"] = {}
         return state
+
+
+def _length_groups(order: list[int], lengths: list[int]) -> Iterator[list[int]]:
+    """Cut ``order`` (indices sorted by length) into groups of at most ``ROWS_PER_CALL``
+    whose padded size exceeds their tokens by at most ``PADDING_SHARE``."""
+    group: list[int] = []
+    tokens = 0
+    for i in order:
+        size = lengths[i] * (len(group) + 1)  # sorted: this one is the longest so far
+        if group and (
+            len(group) >= ROWS_PER_CALL or size > (1 + PADDING_SHARE) * (tokens + lengths[i])
+        ):
+            yield group
+            group, tokens = [], 0
+        group.append(i)
+        tokens += lengths[i]
+    if group:
+        yield group
 
 
 def _from_json(value: Any) -> Any:

@@ -420,3 +420,17 @@ def test_without_onnxruntime_both_commands_name_the_extra(torch_pipeline, export
         assert 'pip install "spacy-crf-ner[onnx]"' in result.stdout, result.stdout + result.stderr
     assert "1 ✘" in result.stdout
     assert leftovers(tmp_path) == []
+
+
+def test_length_groups_cover_every_doc_once_with_little_padding():
+    from spacy_crf_ner.onnx_pipe import PADDING_SHARE, ROWS_PER_CALL, _length_groups
+
+    rng = numpy.random.default_rng(0)
+    lengths = [int(n) for n in rng.integers(1, 400, size=500)]
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups = list(_length_groups(order, lengths))
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    for group in groups:
+        sizes = [lengths[i] for i in group]
+        assert len(group) <= ROWS_PER_CALL
+        assert len(group) == 1 or max(sizes) * len(sizes) <= (1 + PADDING_SHARE) * sum(sizes)
