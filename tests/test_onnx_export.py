@@ -410,6 +410,7 @@ except ImportError as err:
 """
 
 
+@pytest.mark.slow
 def test_without_onnxruntime_both_commands_name_the_extra(torch_pipeline, exported, tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     for args in (["load", exported], ["export", torch_pipeline, tmp_path / "out"]):
