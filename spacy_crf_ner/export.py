@@ -284,7 +284,13 @@ def bilstm_crf_model(weights: dict[str, Any], opset: int) -> Any:
         helper.make_tensor_value_info("allowed", TensorProto.BOOL, ["batch", "time", num_tags]),
     ]  # fmt: skip
     table = g.const(numpy.concatenate([t["table"] for t in tables]), "hash_tables", "float32")
-    rows = g.reduce("ReduceSum", g.op("Gather", [table, "hash_rows"], axis=0), [3])  # (B,T,H,W)
+    # A token's vector in each table is the sum of the rows of its 4 hash keys (HashEmbed):
+    # one Gather per key, summed, so the largest intermediate is (B, T, H, W), not 4 times it.
+    rows = None
+    for key in range(4):
+        index = g.op("Gather", ["hash_rows", g.const(key, "key", "int64")], axis=3)
+        vectors = g.op("Gather", [table, index], axis=0)
+        rows = vectors if rows is None else g.op("Add", [rows, vectors])
     blocks = []
     for block_index, mixer in enumerate(weights["mixers"]):
         members = [i for i, t in enumerate(tables) if t["block"] == block_index]

@@ -39,6 +39,9 @@ ONNX_EXTRA_HINT = 'install the onnx extra: pip install "spacy-crf-ner[onnx]"'
 # of each group, whatever its number of rows).
 ROWS_PER_CALL = 128
 PADDING_SHARE = 0.25
+# At most this many padded tokens per call (unless one doc is longer): bounds the memory of
+# the graph's intermediates (a few kB per token for the BiLSTM-CRF of configs/).
+TOKENS_PER_CALL = 16384
 
 if not Span.has_extension("crf_prob"):
     Span.set_extension("crf_prob", default=None)
@@ -449,15 +452,15 @@ class OnnxCRFEntityRecognizer(Pipe):
 
 
 def _length_groups(order: list[int], lengths: list[int]) -> Iterator[list[int]]:
-    """Cut ``order`` (indices sorted by length) into groups of at most ``ROWS_PER_CALL``
-    whose padded size exceeds their tokens by at most ``PADDING_SHARE``."""
+    """Cut ``order`` (indices sorted by length) into groups of at most ``ROWS_PER_CALL`` rows
+    and ``TOKENS_PER_CALL`` padded tokens, whose padded size exceeds their tokens by at most
+    ``PADDING_SHARE``."""
     group: list[int] = []
     tokens = 0
     for i in order:
         size = lengths[i] * (len(group) + 1)  # sorted: this one is the longest so far
-        if group and (
-            len(group) >= ROWS_PER_CALL or size > (1 + PADDING_SHARE) * (tokens + lengths[i])
-        ):
+        too_much_padding = size > (1 + PADDING_SHARE) * (tokens + lengths[i])
+        if group and (len(group) >= ROWS_PER_CALL or size > TOKENS_PER_CALL or too_much_padding):
             yield group
             group, tokens = [], 0
         group.append(i)

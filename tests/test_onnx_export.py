@@ -424,7 +424,12 @@ def test_without_onnxruntime_both_commands_name_the_extra(torch_pipeline, export
 
 
 def test_length_groups_cover_every_doc_once_with_little_padding():
-    from spacy_crf_ner.onnx_pipe import PADDING_SHARE, ROWS_PER_CALL, _length_groups
+    from spacy_crf_ner.onnx_pipe import (
+        PADDING_SHARE,
+        ROWS_PER_CALL,
+        TOKENS_PER_CALL,
+        _length_groups,
+    )
 
     rng = numpy.random.default_rng(0)
     lengths = [int(n) for n in rng.integers(1, 400, size=500)]
@@ -434,4 +439,5 @@ def test_length_groups_cover_every_doc_once_with_little_padding():
     for group in groups:
         sizes = [lengths[i] for i in group]
         assert len(group) <= ROWS_PER_CALL
+        assert len(group) == 1 or max(sizes) * len(sizes) <= TOKENS_PER_CALL
         assert len(group) == 1 or max(sizes) * len(sizes) <= (1 + PADDING_SHARE) * sum(sizes)
