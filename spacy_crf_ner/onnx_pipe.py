@@ -178,6 +178,7 @@ class OnnxCRFEntityRecognizer(Pipe):
         self._settings: dict[str, Any] = {}
         self._files: dict[str, bytes] = {}
         self._sessions: dict[str, Any] = {}
+        self._featurizer: BiLSTMFeatures | None = None
         self._pid = os.getpid()
 
     # ------------------------------------------------------------------ labels and tags
@@ -226,16 +227,17 @@ class OnnxCRFEntityRecognizer(Pipe):
     def emissions(self, docs: list[Doc]) -> list[numpy.ndarray]:
         """Per-token tag scores ``(len(doc), K)`` of each doc (what the torch model predicts)."""
         out = [numpy.zeros((len(doc), len(self.tag_names)), "float32") for doc in docs]
-        for indices, result in self._run_model(docs):
+        for indices, result in self._run_model(docs, self._allowed_tags(docs)):
             for row, i in enumerate(indices):
                 out[i] = result["emissions"][row, : len(docs[i])]
         return out
 
-    def _run_model(self, docs: list[Doc]) -> Iterator[tuple[list[int], dict[str, Any]]]:
+    def _run_model(
+        self, docs: list[Doc], allowed: list[numpy.ndarray | None]
+    ) -> Iterator[tuple[list[int], dict[str, Any]]]:
         """The model graph over the non-empty docs, in groups of similar length."""
         order = sorted((i for i, doc in enumerate(docs) if len(doc)), key=lambda i: len(docs[i]))
         session = self._session("model")
-        allowed = self._allowed_tags(docs)
         names = [o.name for o in session.get_outputs()]
         for indices in _length_groups(order, [len(doc) for doc in docs]):
             group = [docs[i] for i in indices]
@@ -258,22 +260,22 @@ class OnnxCRFEntityRecognizer(Pipe):
         scored = self.entity_probs or self.candidate_threshold is not None
         rows = self._rows(docs)  # (doc, start, length) of each CRF sequence
         split = len(rows) != sum(1 for doc in docs if len(doc))
-        for indices, result in self._run_model(docs):
+        allowed = self._allowed_tags(docs)
+        for indices, result in self._run_model(docs, allowed):
             for row, i in enumerate(indices):
                 n = len(docs[i])
                 emissions[i] = result["emissions"][row, :n]
                 paths[i] = result["paths"][row, :n].copy()
-        if not rows:
+        if not rows or not (split or scored):
             return paths, None
-        allowed = self._allowed_tags(docs)
+        # Sentence rows (or probabilities): decode the CRF sequences themselves.
         padded = self._padded_rows(docs, rows, emissions, allowed)
         lengths = numpy.asarray([length for _, _, length in rows], dtype="int64")
-        if split or scored:
-            row_paths, row_scores = self._session("decode").run(
-                None, {"emissions": padded, "lengths": lengths}
-            )
-            for r, (i, start, length) in enumerate(rows):
-                paths[i][start : start + length] = row_paths[r, :length]
+        row_paths, row_scores = self._session("decode").run(
+            None, {"emissions": padded, "lengths": lengths}
+        )
+        for r, (i, start, length) in enumerate(rows):
+            paths[i][start : start + length] = row_paths[r, :length]
         if not scored:
             return paths, None
         alpha, beta_emit, log_z = self._session("probabilities").run(
@@ -292,8 +294,10 @@ class OnnxCRFEntityRecognizer(Pipe):
         return numpy.asarray(_from_json(value), dtype="float64")
 
     def _features(self, docs: list[Doc], width: int) -> dict[str, numpy.ndarray]:
-        features = self._settings["features"]
-        return BiLSTMFeatures(features["tables"], features["n_chars"])(docs, width)
+        if self._featurizer is None:
+            features = self._settings["features"]
+            self._featurizer = BiLSTMFeatures(features["tables"], features["n_chars"])
+        return self._featurizer(docs, width)
 
     def _rows(self, docs: list[Doc]) -> list[tuple[int, int, int]]:
         rows = []
@@ -432,6 +436,7 @@ class OnnxCRFEntityRecognizer(Pipe):
                 )
             files[file] = (path / file).read_bytes()
         self._settings, self._files, self._sessions = settings, files, {}
+        self._featurizer = None
         self.cfg = {"labels": list(settings["labels"])}
         self._session("model")  # a graph this onnxruntime can't run fails at load time
         return self
@@ -442,6 +447,7 @@ class OnnxCRFEntityRecognizer(Pipe):
     def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> Any:
         msg = srsly.msgpack_loads(bytes_data)
         self._settings, self._files, self._sessions = msg["settings"], msg["files"], {}
+        self._featurizer = None
         self.cfg = {"labels": list(self._settings["labels"])}
         return self
 

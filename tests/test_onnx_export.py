@@ -261,9 +261,10 @@ def test_exported_pipeline_saves_and_loads_again(exported, tmp_path):
     text = "Angela Merkel visited New York City last May."
     nlp.to_disk(tmp_path / "again")
     again = spacy.load(tmp_path / "again")
-    assert [(e.start, e.end, e.label_) for e in again(text).ents] == [
-        (e.start, e.end, e.label_) for e in nlp(text).ents
-    ]
+    from_bytes = spacy.util.load_model_from_config(nlp.config).from_bytes(nlp.to_bytes())
+    expected = [(e.start, e.end, e.label_) for e in nlp(text).ents]
+    assert expected and [(e.start, e.end, e.label_) for e in again(text).ents] == expected
+    assert [(e.start, e.end, e.label_) for e in from_bytes(text).ents] == expected
 
 
 # --------------------------------------------------------------------------------------------
