@@ -408,7 +408,11 @@ def export_pipeline(
         if output.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old.", dir=output.parent))
             output.rename(old / "pipeline")
-            tmp.rename(output)
+            try:
+                tmp.rename(output)
+            except OSError:
+                (old / "pipeline").rename(output)  # put the old one back
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(output)
