@@ -36,7 +36,7 @@ def export_cli(
     verbose: VerboseOpt = False,
 ) -> None:
     """Write OUTPUT, a spaCy pipeline in which crf_ner (BiLSTM-CRF) runs on onnxruntime:
-    spacy.load(OUTPUT) needs neither torch nor this command's model. The CRF decode is inside
+    spacy.load(OUTPUT) needs neither torch nor MODEL. The CRF decode is inside
     the graph; OUTPUT is written only once it has been checked against the torch pipeline.
     Needs the onnx extra (pip install "spacy-crf-ner[onnx]")."""
     with user_errors(verbose):
