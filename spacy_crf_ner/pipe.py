@@ -970,6 +970,13 @@ class CRFEntityRecognizer(TrainablePipe):
         or damaged files raise a ValueError naming the component and the file."""
         self._validate_serialization_attrs()
         path = Path(path)
+        if (path / "model.onnx").is_file() and not (path / "model").exists():
+            raise ComponentLoadError(
+                f"[crf_ner] '{path}' holds a crf_ner exported for onnxruntime (model.onnx), "
+                "which the torch component can't load: load the exported pipeline as it was "
+                "written (its config names the factory crf_ner_onnx), or export again from "
+                "the original pipeline."
+            )
         cfg = model_data = None
         if "cfg" not in exclude:
             cfg_path = path / "cfg"

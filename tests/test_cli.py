@@ -25,7 +25,17 @@ from typer.testing import CliRunner
 from spacy_crf_ner.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ["annotate", "calibrate", "convert", "evaluate", "predict", "rank", "render", "train"]
+COMMANDS = [
+    "annotate",
+    "calibrate",
+    "convert",
+    "evaluate",
+    "export",
+    "predict",
+    "rank",
+    "render",
+    "train",
+]
 MODEL_COMMANDS = ["annotate", "calibrate", "evaluate", "predict", "rank", "render"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1", "COLUMNS": "200"}
 

@@ -12,6 +12,7 @@ from .annotate import annotate_cli
 from .calibrate import calibrate_cli
 from .convert import convert_cli
 from .evaluate import evaluate_cli
+from .export import export_cli
 from .predict import predict_cli
 from .rank import rank_cli
 from .render import render_cli
@@ -24,6 +25,7 @@ __all__ = [
     "calibrate_cli",
     "convert_cli",
     "evaluate_cli",
+    "export_cli",
     "predict_cli",
     "rank_cli",
     "render_cli",

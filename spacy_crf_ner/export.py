@@ -1,0 +1,567 @@
+"""Export a pipeline's ``crf_ner`` (BiLSTM-CRF) to ONNX: a spaCy pipeline that runs without torch.
+
+The trained Thinc model is read layer by layer and written as one ONNX graph: the hash-embedding
+tables (and the character embeddings), the Maxout + LayerNorm mixing, the bidirectional LSTM
+(ONNX ``LSTM`` with per-sequence lengths), the emission layer and the constrained Viterbi decode
+(``onnx_crf.add_viterbi``). What stays on the spaCy side is what spaCy computes anyway: the
+token attributes, their hashes and the UTF-8 bytes of each word (``onnx_pipe.BiLSTMFeatures``).
+Two small graphs serve sentence-split decoding and entity probabilities.
+
+The new pipeline directory is the input's, with the component replaced by ``crf_ner_onnx``
+(``onnx_pipe.py``) and its files by the graphs; ``meta.json`` names the runtime and the export
+settings. It is written to a temporary directory next to ``output`` and renamed into place
+once it has been loaded back and checked against the torch pipeline, so a failed export
+leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy
+import srsly
+from spacy.language import Language
+from thinc.api import Config, Model
+
+from .loaders import load_pipeline
+from .onnx_crf import MIN_OPSET, GraphBuilder, add_viterbi, crf_model, masked_params
+from .onnx_crf import make_model as checked_model
+from .onnx_pipe import (
+    CFG_FILE,
+    FACTORY,
+    GRAPH_FILES,
+    ONNX_EXTRA_HINT,
+    require_onnxruntime,
+)
+
+SUPPORTED_TAGGER = "spacy_crf_ner.CRFTagger.v1"
+SUPPORTED_ENCODER = "spacy_crf_ner.BiLSTMEncoder.v1"
+# Sentences the export is checked on, besides the pipeline's own sample of words.
+CHECK_TEXTS = [
+    "Angela Merkel visited New York City last May with Mr Smith of IBM.",
+    "I like London and Berlin.",
+    "Who is Shaka Khan?",
+    "Apple bought a small startup in Paris for $ 1.5 billion on Monday , said Reuters .",
+    "x",
+    "Maria Lopez flew from Madrid to Toronto.\n\nThen she went home.",
+]
+EMISSION_TOLERANCE = 1e-4
+
+
+class ExportError(ValueError):
+    """A pipeline or a setting the exporter can't handle; the message names it."""
+
+
+def check_onnx_available() -> None:
+    """Raise ImportError naming the extra when onnx or onnxruntime is missing."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as err:
+        raise ImportError(f"export needs onnx and onnxruntime ({err}): {ONNX_EXTRA_HINT}") from None
+
+
+def check_opset(opset: int) -> None:
+    """The opset must be one that the onnx package and onnxruntime can handle."""
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        raise ExportError(
+            f"--opset {opset} is not supported: choose {MIN_OPSET}..{newest} (the graphs need "
+            f"LayerNormalization, opset {MIN_OPSET}; onnx {onnx.__version__} knows up to {newest})"
+        )
+
+
+def check_output(model: str | Path, output: Path, overwrite: bool) -> None:
+    """Refuse an existing output (unless ``overwrite``) and one that is or holds the input."""
+    output = Path(output)
+    source = Path(model)
+    if source.exists():
+        resolved, out = source.resolve(), output.resolve()
+        if out == resolved or resolved in out.parents or out in resolved.parents:
+            raise ExportError(
+                f"output {output} would overwrite the input pipeline {model}: choose another"
+            )
+    if output.exists() and not overwrite:
+        raise ExportError(f"output {output} exists already: choose a new path, or --overwrite")
+    if output.exists() and not output.is_dir():
+        raise ExportError(f"output {output} is a file, not a pipeline directory")
+
+
+def find_crf_component(nlp: Language, component: str | None) -> str:
+    """The name of the ``crf_ner`` component to export (the first one by default)."""
+    factories = {name: nlp.get_pipe_meta(name).factory for name in nlp.pipe_names}
+    if component is not None:
+        if factories.get(component) != "crf_ner":
+            raise ExportError(
+                f"the pipeline has no crf_ner component '{component}' (its components: "
+                f"{_describe(factories)})"
+            )
+        return component
+    for name, factory in factories.items():
+        if factory == "crf_ner":
+            return name
+    if FACTORY in factories.values():
+        raise ExportError("the pipeline was exported already (its crf_ner runs on onnxruntime)")
+    raise ExportError(
+        f"the pipeline has no crf_ner component (its components: {_describe(factories)})"
+    )
+
+
+def _describe(factories: dict[str, str]) -> str:
+    return ", ".join(f"{name} ({factory})" for name, factory in factories.items()) or "none"
+
+
+def check_architecture(nlp: Language, name: str) -> dict[str, Any]:
+    """The component's model config, if the exporter supports it (else ExportError)."""
+    model_cfg = nlp.config["components"][name]["model"]
+    tagger = model_cfg.get("@architectures")
+    if tagger != SUPPORTED_TAGGER:
+        raise ExportError(f"architecture {tagger} of component '{name}' is not supported by export")
+    encoder = model_cfg["tok2vec"].get("@architectures")
+    if encoder != SUPPORTED_ENCODER:
+        if "Transformer" in str(dict(model_cfg["tok2vec"])):
+            raise ExportError(
+                f"component '{name}' is a transformer-CRF (encoder {encoder} over a "
+                f"TransformerListener): not supported by export yet; only {SUPPORTED_ENCODER} is"
+            )
+        raise ExportError(
+            f"encoder architecture {encoder} of component '{name}' is not supported by export "
+            f"(only {SUPPORTED_ENCODER} is)"
+        )
+    if model_cfg["tok2vec"].get("include_static_vectors"):
+        raise ExportError(
+            f"component '{name}' uses static vectors (include_static_vectors = true), which "
+            "export does not support yet"
+        )
+    return model_cfg
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the Thinc model
+
+
+def _nodes(model: Model, name: str) -> list[Model]:
+    return [node for node in model.walk() if node.name == name]
+
+
+def _one(model: Model, name: str) -> Model:
+    found = _nodes(model, name)
+    if len(found) != 1:
+        raise ExportError(f"expected one '{name}' layer in '{model.name}', found {len(found)}")
+    return found[0]
+
+
+def _maxout_params(block: Model) -> dict[str, numpy.ndarray]:
+    maxout, norm = _one(block, "maxout"), _one(block, "layernorm")
+    n_out, n_pieces, n_in = (maxout.get_dim(d) for d in ("nO", "nP", "nI"))
+    return {
+        "W": numpy.asarray(maxout.get_param("W")).reshape(n_out * n_pieces, n_in).T.copy(),
+        "b": numpy.asarray(maxout.get_param("b")).reshape(n_out * n_pieces),
+        "pieces": numpy.asarray([n_out, n_pieces]),
+        "G": numpy.asarray(norm.get_param("G")),
+        "beta": numpy.asarray(norm.get_param("b")),
+    }
+
+
+def read_bilstm_crf(component: Any) -> dict[str, Any]:
+    """Everything the graph needs from a trained BiLSTM-CRF component, as numpy arrays."""
+    model = component.model
+    tok2vec = model.get_ref("tok2vec")
+    embed = tok2vec.get_ref("embed")
+    has_chars = bool(_nodes(embed, "charembed"))
+    blocks = list(embed.layers) if has_chars else [embed]
+    if len(blocks) != (2 if has_chars else 1):
+        raise ExportError(f"unexpected embedding layers in '{embed.name}'")
+    tables, columns = [], []
+    for block_index, block in enumerate(blocks):
+        (extract,) = _nodes(block, "extract_features")
+        block_columns = list(extract.attrs["columns"])
+        for node in _nodes(block, "hashembed"):
+            table = numpy.asarray(node.get_param("E"), dtype="float32")
+            attr = block_columns[node.attrs["column"]]
+            tables.append({"attr": attr, "seed": int(node.attrs["seed"]), "table": table,
+                           "block": block_index})  # fmt: skip
+            columns.append(attr)
+    widths = {t["table"].shape[1] for t in tables}
+    if len(widths) != 1:
+        raise ExportError(f"hash embeddings of different widths {sorted(widths)}")
+    chars = None
+    if has_chars:
+        char = _one(blocks[1], "charembed")
+        chars = {"nC": char.get_dim("nC"), "E": numpy.asarray(char.get_param("E"), "float32")}
+    lstm_module = _one(tok2vec, "pytorch").shims[0]._model.lstm
+    state = {k: v.detach().cpu().numpy() for k, v in lstm_module.state_dict().items()}
+    output = model.get_ref("output_layer")
+    crf = model.get_ref("crf")
+    constraints = component._get_constraints()
+    return {
+        "tables": tables,
+        "mixers": [_maxout_params(block) for block in blocks],
+        "chars": chars,
+        "lstm": {
+            "state": state,
+            "hidden": lstm_module.hidden_size,
+            "depth": lstm_module.num_layers,
+        },  # fmt: skip
+        "output": {
+            "W": numpy.asarray(output.get_param("W")).T.copy(),
+            "b": numpy.asarray(output.get_param("b")),
+        },  # fmt: skip
+        "crf": [numpy.asarray(crf.get_param(n)) for n in ("transitions", "start", "end")],
+        "constraints": None
+        if constraints is None
+        else tuple(c.detach().cpu().numpy() for c in constraints),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# The graph
+
+
+def _lstm_weights(state: dict[str, numpy.ndarray], layer: int) -> tuple[numpy.ndarray, ...]:
+    """torch LSTM weights of one bidirectional layer in ONNX's layout and gate order.
+
+    torch stacks the gates as (input, forget, cell, output), ONNX as (input, output, forget,
+    cell); ONNX's B is the input and the recurrent bias side by side.
+    """
+
+    def reorder(w: numpy.ndarray) -> numpy.ndarray:
+        i, f, c, o = numpy.split(w, 4, axis=0)
+        return numpy.concatenate([i, o, f, c], axis=0)
+
+    weights, recurrent, biases = [], [], []
+    for suffix in (f"l{layer}", f"l{layer}_reverse"):
+        weights.append(reorder(state[f"weight_ih_{suffix}"]))
+        recurrent.append(reorder(state[f"weight_hh_{suffix}"]))
+        biases.append(
+            numpy.concatenate(
+                [reorder(state[f"bias_ih_{suffix}"]), reorder(state[f"bias_hh_{suffix}"])]
+            )
+        )
+    return numpy.stack(weights), numpy.stack(recurrent), numpy.stack(biases)
+
+
+def _maxout(g: GraphBuilder, x: str, params: dict[str, numpy.ndarray]) -> str:
+    n_out, n_pieces = (int(v) for v in params["pieces"])
+    y = g.op("Add", [g.op("MatMul", [x, g.const(params["W"], "maxout_W", "float32")]),
+                     g.const(params["b"], "maxout_b", "float32")])  # fmt: skip
+    y = g.op("Reshape", [y, g.const([0, 0, n_out, n_pieces], "shape", "int64")])
+    y = g.reduce("ReduceMax", y, [3])
+    return g.op(
+        "LayerNormalization",
+        [
+            y,
+            g.const(params["G"], "norm_G", "float32"),
+            g.const(params["beta"], "norm_b", "float32"),
+        ],
+        axis=-1,
+        epsilon=1e-8,
+    )
+
+
+def bilstm_crf_model(weights: dict[str, Any], opset: int) -> Any:
+    """The whole BiLSTM-CRF as one ONNX graph (see ``onnx_pipe.BiLSTMFeatures`` for inputs).
+
+    Outputs ``emissions (B, T, K)`` float32 and the Viterbi ``paths (B, T)`` / ``scores (B,)``
+    of each row as one CRF sequence, under the per-token ``allowed (B, T, K)`` tags.
+    """
+    from onnx import TensorProto, helper
+
+    g = GraphBuilder(opset)
+    tables = weights["tables"]
+    num_tags = weights["output"]["W"].shape[1]
+    inputs = [
+        helper.make_tensor_value_info("hash_rows", TensorProto.INT64,
+                                      ["batch", "time", len(tables), 4]),
+        helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"]),
+        helper.make_tensor_value_info("allowed", TensorProto.BOOL, ["batch", "time", num_tags]),
+    ]  # fmt: skip
+    table = g.const(numpy.concatenate([t["table"] for t in tables]), "hash_tables", "float32")
+    # A token's vector in each table is the sum of the rows of its 4 hash keys (HashEmbed):
+    # one Gather per key, summed, so the largest intermediate is (B, T, H, W), not 4 times it.
+    rows = None
+    for key in range(4):
+        index = g.op("Gather", ["hash_rows", g.const(key, "key", "int64")], axis=3)
+        vectors = g.op("Gather", [table, index], axis=0)
+        rows = vectors if rows is None else g.op("Add", [rows, vectors])
+    blocks = []
+    for block_index, mixer in enumerate(weights["mixers"]):
+        members = [i for i, t in enumerate(tables) if t["block"] == block_index]
+        part = g.op("Slice", [rows, g.const([members[0]], "start", "int64"),
+                              g.const([members[-1] + 1], "end", "int64"),
+                              g.const([2], "axes", "int64")])  # fmt: skip
+        part = g.op("Reshape", [part, g.const([0, 0, -1], "shape", "int64")])
+        if block_index == 1:  # CharacterEmbed: the byte embeddings come first
+            chars = weights["chars"]
+            n_chars, n_bytes, width = chars["E"].shape
+            inputs.append(helper.make_tensor_value_info(
+                "char_rows", TensorProto.INT64, ["batch", "time", n_chars]))  # fmt: skip
+            table_c = g.const(chars["E"].reshape(n_chars * n_bytes, width), "char_table")
+            embedded = g.op("Gather", [table_c, "char_rows"], axis=0)
+            embedded = g.op("Reshape", [embedded, g.const([0, 0, -1], "shape", "int64")])
+            part = g.op("Concat", [embedded, part], axis=-1)
+        blocks.append(_maxout(g, part, mixer))
+    x = blocks[0] if len(blocks) == 1 else g.op("Concat", blocks, axis=-1)
+
+    lstm = weights["lstm"]
+    seq_lens = g.op("Cast", ["lengths"], to=TensorProto.INT32)
+    x = g.op("Transpose", [x], perm=[1, 0, 2])  # (T, B, nI): ONNX LSTM is time-major
+    for layer in range(lstm["depth"]):
+        w, r, b = _lstm_weights(lstm["state"], layer)
+        y = g.op("LSTM", [x, g.const(w, "lstm_W", "float32"), g.const(r, "lstm_R", "float32"),
+                          g.const(b, "lstm_B", "float32"), seq_lens],
+                 direction="bidirectional", hidden_size=lstm["hidden"])  # fmt: skip
+        y = g.op("Transpose", [y], perm=[0, 2, 1, 3])  # (T, B, 2, H)
+        x = g.op("Reshape", [y, g.const([0, 0, -1], "shape", "int64")])
+    x = g.op("Transpose", [x], perm=[1, 0, 2])
+    out = weights["output"]
+    emissions = g.op("Add", [g.op("MatMul", [x, g.const(out["W"], "output_W", "float32")]),
+                             g.const(out["b"], "output_b", "float32")])  # fmt: skip
+    masked = g.op("Where", ["allowed", emissions, g.const(numpy.float32("-inf"), "neg_inf")])
+    trans, start, end = masked_params(*weights["crf"], weights["constraints"])
+    paths, scores = add_viterbi(g, masked, "lengths", trans, start, end)
+    outputs = [("emissions", emissions, TensorProto.FLOAT, ["batch", "time", num_tags]),
+               ("paths", paths, TensorProto.INT64, ["batch", "time"]),
+               ("scores", scores, TensorProto.DOUBLE, ["batch"])]  # fmt: skip
+    for out_name, name, _, _ in outputs:
+        g.nodes.append(helper.make_node("Identity", [name], [out_name]))
+    graph = helper.make_graph(
+        g.nodes,
+        "bilstm_crf",
+        inputs,
+        [helper.make_tensor_value_info(n, t, s) for n, _, t, s in outputs],
+        g.initializers,
+    )
+    return checked_model(graph, opset)
+
+
+def probabilities_model(weights: dict[str, Any], opset: int) -> Any:
+    """Forward-backward over given emissions (``alpha``, ``beta_emit``, ``log_z``)."""
+    return crf_model(*weights["crf"], weights["constraints"], probabilities=True, opset=opset)
+
+
+def decode_model(weights: dict[str, Any], opset: int) -> Any:
+    """Viterbi over given emissions: for sentence rows, which are not the graph's doc rows."""
+    return crf_model(*weights["crf"], weights["constraints"], opset=opset)
+
+
+# --------------------------------------------------------------------------------------------
+# Writing the pipeline
+
+
+def quantize_int8(source: Path, target: Path) -> None:
+    """Dynamic int8 quantisation of the weight matrices and embedding tables (MatMul, Gather,
+    LSTM); LayerNorm, the CRF and everything else stay float."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantiser logs a pre-processing hint at WARNING
+    try:
+        quantize_dynamic(
+            str(source),
+            str(target),
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul", "Gather", "LSTM"],
+        )
+    finally:
+        root.setLevel(level)
+
+
+def export_pipeline(
+    model: str | Path,
+    output: str | Path,
+    *,
+    int8: bool = False,
+    opset: int = MIN_OPSET,
+    overwrite: bool = False,
+    component: str | None = None,
+) -> Path:
+    """Write ``output``: the pipeline ``model`` with its crf_ner running on onnxruntime.
+
+    Raises ExportError (a ValueError) for a pipeline or setting that can't be exported,
+    ImportError without the ``onnx`` extra; nothing is written then.
+    """
+    check_onnx_available()
+    check_opset(opset)
+    output = Path(output)
+    check_output(model, output, overwrite)
+    nlp = load_pipeline(model)
+    name = find_crf_component(nlp, component)
+    check_architecture(nlp, name)
+    torch_pipe = nlp.get_pipe(name)
+    if not torch_pipe._is_trained():
+        raise ExportError(f"component '{name}' has no trained weights")
+    weights = read_bilstm_crf(torch_pipe)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        _write(nlp, name, weights, tmp, int8=int8, opset=opset, source=model)
+        check_export(nlp, tmp, name, exact=not int8)
+        if output.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old.", dir=output.parent))
+            output.rename(old / "pipeline")
+            try:
+                tmp.rename(output)
+            except OSError:
+                (old / "pipeline").rename(output)  # put the old one back
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(output)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return output
+
+
+def _write(
+    nlp: Language, name: str, weights: dict[str, Any], path: Path, *, int8: bool, opset: int,
+    source: str | Path,
+) -> None:  # fmt: skip
+    import onnx
+    import onnxruntime
+
+    nlp.to_disk(path)
+    component_dir = path / name
+    shutil.rmtree(component_dir)
+    component_dir.mkdir()
+    try:
+        graphs = {
+            "model": bilstm_crf_model(weights, opset),
+            "decode": decode_model(weights, opset),
+            "probabilities": probabilities_model(weights, opset),
+        }
+    except onnx.checker.ValidationError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else "invalid graph"
+        raise ExportError(f"the graphs are not valid at opset {opset}: {first[:300]}") from None
+    for key, graph in graphs.items():
+        onnx.save(graph, component_dir / GRAPH_FILES[key])
+    if int8:
+        fp32 = component_dir / (GRAPH_FILES["model"] + ".fp32")
+        (component_dir / GRAPH_FILES["model"]).rename(fp32)
+        quantize_int8(fp32, component_dir / GRAPH_FILES["model"])
+        fp32.unlink()
+    _check_runs(component_dir, opset)
+    pipe = nlp.get_pipe(name)
+    tables = weights["tables"]
+    offsets = numpy.cumsum([0] + [len(t["table"]) for t in tables])[:-1]
+    settings = {
+        "labels": list(pipe.labels),
+        "tag_scheme": pipe.scheme.name,
+        "tag_names": list(pipe.tag_names),
+        "constrained": pipe.constrained,
+        "features": {
+            "tables": [
+                {"attr": t["attr"], "seed": t["seed"], "rows": len(t["table"]), "offset": int(o)}
+                for t, o in zip(tables, offsets, strict=True)
+            ],
+            "n_chars": None if weights["chars"] is None else int(weights["chars"]["nC"]),
+        },  # fmt: skip
+        "crf": {
+            key: value.tolist()
+            for key, value in zip(
+                ("transitions", "start", "end"),
+                masked_params(*weights["crf"], weights["constraints"]),
+                strict=True,
+            )
+        },  # fmt: skip
+    }
+    srsly.write_json(component_dir / CFG_FILE, _json_safe(settings))
+    export_info = {
+        "runtime": "onnxruntime",
+        "component": name,
+        "factory": FACTORY,
+        "encoder": SUPPORTED_ENCODER,
+        "opset": opset,
+        "int8": int8,
+        "onnxruntime_version": onnxruntime.__version__,
+        "onnx_version": onnx.__version__,
+        "source": str(source),
+        "exported_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    meta = srsly.read_json(path / "meta.json")
+    meta["runtime"] = "onnxruntime"
+    meta["spacy_crf_ner_export"] = export_info
+    meta["requirements"] = sorted(
+        {*meta.get("requirements", []), f"onnxruntime>={onnxruntime.__version__}"}
+    )
+    srsly.write_json(path / "meta.json", meta)
+    config = Config().from_disk(path / "config.cfg", interpolate=False)
+    old = config["components"][name]
+    config["components"][name] = {
+        "factory": FACTORY,
+        "respect_sentences": old.get("respect_sentences", True),
+        "entity_probs": old.get("entity_probs", False),
+        "spans_key": old.get("spans_key", "crf_ner"),
+        "candidate_threshold": old.get("candidate_threshold"),
+        "max_candidate_length": old.get("max_candidate_length", 10),
+        "temperature": old.get("temperature", 1.0),
+        "scorer": {"@scorers": "spacy_crf_ner.entity_scorer.v1"},
+    }
+    config.to_disk(path / "config.cfg", interpolate=False)
+
+
+def _json_safe(value: Any) -> Any:
+    """-inf scores as the string "-inf" (JSON has no infinities)."""
+    if isinstance(value, float) and value == float("-inf"):
+        return "-inf"
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    return value
+
+
+def _check_runs(component_dir: Path, opset: int) -> None:
+    """Every graph must load in this onnxruntime (e.g. an opset it does not implement)."""
+    onnxruntime = require_onnxruntime()
+    for file in GRAPH_FILES.values():
+        try:
+            onnxruntime.InferenceSession(
+                str(component_dir / file), providers=["CPUExecutionProvider"]
+            )
+        except Exception as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ExportError(
+                f"onnxruntime {onnxruntime.__version__} cannot run the graph at opset {opset}: "
+                f"{first[:300]}"
+            ) from None
+
+
+def check_export(nlp: Language, path: Path, name: str, *, exact: bool) -> None:
+    """Load the written pipeline and compare it with the torch one on a few texts: the same
+    emissions (to ``EMISSION_TOLERANCE``) and entities; int8 (``exact=False``) must load and
+    tag."""
+    import spacy
+
+    exported = spacy.load(path)
+    texts = CHECK_TEXTS
+    docs = [nlp.make_doc(t) for t in texts]
+    torch_pipe, onnx_pipe = nlp.get_pipe(name), exported.get_pipe(name)
+    theirs = onnx_pipe.emissions([exported.make_doc(t) for t in texts])
+    if exact:
+        ours = torch_pipe.model.predict(docs)
+        worst = max(float(numpy.abs(numpy.asarray(a) - b).max()) for a, b in
+                    zip(ours, theirs, strict=True) if len(a))  # fmt: skip
+        if worst > EMISSION_TOLERANCE:
+            raise ExportError(
+                f"the exported graph's emissions differ from the torch model's by {worst:.2g} "
+                f"(more than {EMISSION_TOLERANCE}); please report this with the pipeline's config"
+            )
+        expected = [[(e.start, e.end, e.label_) for e in d.ents] for d in nlp.pipe(texts)]
+        got = [[(e.start, e.end, e.label_) for e in d.ents] for d in exported.pipe(texts)]
+        if expected != got:
+            raise ExportError("the exported pipeline's entities differ from the torch pipeline's")
+    else:
+        list(exported.pipe(texts))
+
+
+__all__ = ["ExportError", "export_pipeline"]

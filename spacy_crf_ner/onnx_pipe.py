@@ -1,0 +1,594 @@
+"""``crf_ner_onnx``: the ``crf_ner`` of an exported pipeline, running on onnxruntime.
+
+``python -m spacy_crf_ner export`` (``export.py``) writes a pipeline whose crf_ner is this
+component: the BiLSTM-CRF is one ONNX graph from the hash-embedding rows to the constrained
+Viterbi paths, and spaCy only computes what it computes for the torch model too, the token
+attributes, their hashes (``thinc``'s ``NumpyOps.hash``, as ``HashEmbed`` does) and the UTF-8
+bytes of each word (``BiLSTMFeatures``). Nothing here imports torch, so ``spacy.load`` works
+where torch is not installed. Two small graphs decode sentence rows (``respect_sentences``)
+and give the forward and backward vectors from which the entity probabilities are read
+(``span_probabilities``, the numpy form of ``crf.SpanPosteriors``).
+
+The component predicts only; it refuses a torch crf_ner directory and the torch component
+refuses its files (``pipe.py``). onnxruntime runs on one thread per process by default (as
+crf_ner's torch prediction does; ``SPACY_CRF_NER_THREADS`` sets another number).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy
+import srsly
+from spacy.language import Language
+from spacy.pipeline import Pipe
+from spacy.tokens import Doc, Span, SpanGroup
+from spacy.util import minibatch
+
+from .tags import get_scheme
+
+FACTORY = "crf_ner_onnx"
+CFG_FILE = "cfg"
+GRAPH_FILES = {"model": "model.onnx", "decode": "crf.onnx", "probabilities": "crf_probs.onnx"}
+ONNX_EXTRA_HINT = 'install the onnx extra: pip install "spacy-crf-ner[onnx]"'
+# Docs per graph call: sorted by length and cut into groups of at most this many rows, each
+# with at most PADDING_SHARE of padding (the LSTM pays for padding; the CRF loop pays per step
+# of each group, whatever its number of rows).
+ROWS_PER_CALL = 128
+PADDING_SHARE = 0.25
+# At most this many padded tokens per call (unless one doc is longer): bounds the memory of
+# the graph's intermediates (a few kB per token for the BiLSTM-CRF of configs/).
+TOKENS_PER_CALL = 16384
+
+if not Span.has_extension("crf_prob"):
+    Span.set_extension("crf_prob", default=None)
+if not Doc.has_extension("crf_path_prob"):
+    Doc.set_extension("crf_path_prob", default=None)
+
+
+def require_onnxruntime() -> Any:
+    """onnxruntime, or an ImportError that names the extra to install."""
+    try:
+        import onnxruntime
+    except ImportError as err:
+        raise ImportError(
+            f"[crf_ner_onnx] this pipeline runs on onnxruntime, which can't be imported ({err}): "
+            f"{ONNX_EXTRA_HINT}"
+        ) from None
+    return onnxruntime
+
+
+def _threads() -> int:
+    value = os.environ.get("SPACY_CRF_NER_THREADS", "1").strip()
+    return int(value) if value.isdigit() else 1
+
+
+@Language.factory(
+    FACTORY,
+    assigns=["doc.ents", "token.ent_iob", "token.ent_type"],
+    default_config={
+        "respect_sentences": True,
+        "entity_probs": False,
+        "spans_key": "crf_ner",
+        "candidate_threshold": None,
+        "max_candidate_length": 10,
+        "temperature": 1.0,
+        "scorer": {"@scorers": "spacy_crf_ner.entity_scorer.v1"},
+    },
+    default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
+)
+def make_crf_ner_onnx(
+    nlp: Language,
+    name: str,
+    respect_sentences: bool = True,
+    entity_probs: bool = False,
+    spans_key: str = "crf_ner",
+    candidate_threshold: float | None = None,
+    max_candidate_length: int = 10,
+    temperature: float = 1.0,
+    scorer: Callable | None = None,
+) -> OnnxCRFEntityRecognizer:
+    """An exported crf_ner (see ``make_crf_ner`` for the settings; the model, the labels,
+    the tag scheme and ``constrained`` are fixed by the export)."""
+    return OnnxCRFEntityRecognizer(
+        name,
+        respect_sentences=respect_sentences,
+        entity_probs=entity_probs,
+        spans_key=spans_key,
+        candidate_threshold=candidate_threshold,
+        max_candidate_length=max_candidate_length,
+        temperature=temperature,
+        scorer=scorer,
+    )
+
+
+class BiLSTMFeatures:
+    """The graph's inputs for a batch of docs: hash-embedding rows and character bytes.
+
+    ``tables`` (from the export) lists each hash table's token attribute, seed, number of rows
+    and offset in the graph's concatenated table; a token's row keys are Thinc's
+    ``NumpyOps.hash(attr, seed) % rows`` (4 keys each), plus the offset.
+    """
+
+    def __init__(self, tables: list[dict[str, Any]], n_chars: int | None) -> None:
+        from thinc.api import NumpyOps
+
+        self.ops = NumpyOps()
+        self.tables = tables
+        self.attrs = list(dict.fromkeys(t["attr"] for t in tables))
+        self.n_chars = n_chars
+
+    def __call__(self, docs: list[Doc], width: int) -> dict[str, numpy.ndarray]:
+        batch = len(docs)
+        rows = numpy.zeros((batch, width, len(self.tables), 4), dtype="int64")
+        chars = numpy.zeros((batch, width, self.n_chars or 0), dtype="int64")
+        char_offsets = 256 * numpy.arange(self.n_chars or 0)
+        for b, doc in enumerate(docs):
+            values = doc.to_array(self.attrs).reshape(len(doc), len(self.attrs))
+            values = numpy.ascontiguousarray(values, dtype="uint64")
+            for h, table in enumerate(self.tables):
+                column = numpy.ascontiguousarray(values[:, self.attrs.index(table["attr"])])
+                keys = self.ops.hash(column, table["seed"]) % table["rows"]
+                rows[b, : len(doc), h] = keys.astype("int64") + table["offset"]
+            if self.n_chars:
+                chars[b, : len(doc)] = doc.to_utf8_array(nr_char=self.n_chars) + char_offsets
+        inputs = {"hash_rows": rows}
+        if self.n_chars:
+            inputs["char_rows"] = chars
+        return inputs
+
+
+class OnnxCRFEntityRecognizer(Pipe):
+    """Named entities from an exported CRF tagger, decoded by the graph's constrained Viterbi."""
+
+    def __init__(
+        self,
+        name: str = "crf_ner",
+        *,
+        respect_sentences: bool = True,
+        entity_probs: bool = False,
+        spans_key: str = "crf_ner",
+        candidate_threshold: float | None = None,
+        max_candidate_length: int = 10,
+        temperature: float = 1.0,
+        scorer: Callable | None = None,
+    ) -> None:
+        self.name = name
+        self.respect_sentences = bool(respect_sentences)
+        self.entity_probs = bool(entity_probs)
+        self.spans_key = spans_key
+        if candidate_threshold is not None and not 0.0 < candidate_threshold <= 1.0:
+            raise ValueError(
+                f"[crf_ner_onnx] candidate_threshold of component '{name}' must be in (0, 1] "
+                f"or null; got {candidate_threshold!r}"
+            )
+        self.candidate_threshold = candidate_threshold
+        self.max_candidate_length = int(max_candidate_length)
+        if not temperature > 0.0:
+            raise ValueError(
+                f"[crf_ner_onnx] temperature of component '{name}' must be positive; got "
+                f"{temperature!r}"
+            )
+        self.temperature = float(temperature)
+        self.scorer = scorer
+        self.cfg: dict[str, Any] = {"labels": []}
+        self._settings: dict[str, Any] = {}
+        self._files: dict[str, bytes] = {}
+        self._sessions: dict[str, Any] = {}
+        self._featurizer: BiLSTMFeatures | None = None
+        self._pid = os.getpid()
+
+    # ------------------------------------------------------------------ labels and tags
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self._settings.get("labels", ()))
+
+    @property
+    def tag_names(self) -> tuple[str, ...]:
+        return tuple(self._settings.get("tag_names", ()))
+
+    @property
+    def scheme(self) -> Any:
+        return get_scheme(self._settings["tag_scheme"])
+
+    # ------------------------------------------------------------------ running
+    def _session(self, key: str) -> Any:
+        """The onnxruntime session of a graph, made on first use in each process (a forked
+        worker makes its own)."""
+        if self._pid != os.getpid():
+            self._sessions, self._pid = {}, os.getpid()
+        if key not in self._sessions:
+            if not self._files:
+                raise ValueError(
+                    f"[crf_ner_onnx] component '{self.name}' has no model: load an exported "
+                    "pipeline (spacy.load) rather than adding the component to a pipeline"
+                )
+            onnxruntime = require_onnxruntime()
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = _threads()
+            options.inter_op_num_threads = 1
+            self._sessions[key] = onnxruntime.InferenceSession(
+                self._files[GRAPH_FILES[key]], options, providers=["CPUExecutionProvider"]
+            )
+        return self._sessions[key]
+
+    def __call__(self, doc: Doc) -> Doc:
+        self.set_annotations([doc], self.predict([doc]))
+        return doc
+
+    def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterator[Doc]:
+        for docs in minibatch(stream, size=batch_size):
+            self.set_annotations(docs, self.predict(docs))
+            yield from docs
+
+    def emissions(self, docs: list[Doc]) -> list[numpy.ndarray]:
+        """Per-token tag scores ``(len(doc), K)`` of each doc (what the torch model predicts)."""
+        out = [numpy.zeros((len(doc), len(self.tag_names)), "float32") for doc in docs]
+        for indices, result in self._run_model(docs, self._allowed_tags(docs)):
+            for row, i in enumerate(indices):
+                out[i] = result["emissions"][row, : len(docs[i])]
+        return out
+
+    def _run_model(
+        self, docs: list[Doc], allowed: list[numpy.ndarray | None]
+    ) -> Iterator[tuple[list[int], dict[str, Any]]]:
+        """The model graph over the non-empty docs, in groups of similar length."""
+        order = sorted((i for i, doc in enumerate(docs) if len(doc)), key=lambda i: len(docs[i]))
+        session = self._session("model")
+        names = [o.name for o in session.get_outputs()]
+        for indices in _length_groups(order, [len(doc) for doc in docs]):
+            group = [docs[i] for i in indices]
+            width = max(len(doc) for doc in group)
+            inputs = self._features(group, width)
+            inputs["lengths"] = numpy.asarray([len(doc) for doc in group], dtype="int64")
+            mask = numpy.ones((len(group), width, len(self.tag_names)), dtype=bool)
+            for row, i in enumerate(indices):
+                if allowed[i] is not None:
+                    mask[row, : len(docs[i])] = allowed[i]
+            inputs["allowed"] = mask
+            yield indices, dict(zip(names, session.run(None, inputs), strict=True))
+
+    def predict(self, docs: Iterable[Doc]) -> Any:
+        """Tag ids per doc; with probabilities on, also what ``set_annotations`` writes."""
+        docs = list(docs)
+        n_tags = len(self.tag_names)
+        paths = [numpy.zeros((len(doc),), dtype="int64") for doc in docs]
+        emissions = [numpy.zeros((len(doc), n_tags), "float32") for doc in docs]
+        scored = self.entity_probs or self.candidate_threshold is not None
+        rows = self._rows(docs)  # (doc, start, length) of each CRF sequence
+        split = len(rows) != sum(1 for doc in docs if len(doc))
+        allowed = self._allowed_tags(docs)
+        for indices, result in self._run_model(docs, allowed):
+            for row, i in enumerate(indices):
+                n = len(docs[i])
+                emissions[i] = result["emissions"][row, :n]
+                paths[i] = result["paths"][row, :n].copy()
+        if not rows or not (split or scored):
+            return paths, None
+        # Sentence rows (or probabilities): decode the CRF sequences themselves.
+        padded = self._padded_rows(docs, rows, emissions, allowed)
+        lengths = numpy.asarray([length for _, _, length in rows], dtype="int64")
+        row_paths, row_scores = self._session("decode").run(
+            None, {"emissions": padded, "lengths": lengths}
+        )
+        for r, (i, start, length) in enumerate(rows):
+            paths[i][start : start + length] = row_paths[r, :length]
+        if not scored:
+            return paths, None
+        alpha, beta_emit, log_z = self._session("probabilities").run(
+            None,
+            {"emissions": padded, "lengths": lengths,
+             "temperature": numpy.asarray(self.temperature, dtype="float64")},
+        )  # fmt: skip
+        posteriors = Posteriors(
+            alpha, beta_emit, padded.astype("float64") / self.temperature, lengths, log_z,
+            *(self._crf_param(key) / self.temperature for key in ("transitions", "start", "end")),
+        )  # fmt: skip
+        return paths, self._probabilities(docs, rows, row_paths, row_scores, posteriors)
+
+    def _crf_param(self, key: str) -> numpy.ndarray:
+        value = self._settings["crf"][key]
+        return numpy.asarray(_from_json(value), dtype="float64")
+
+    def _features(self, docs: list[Doc], width: int) -> dict[str, numpy.ndarray]:
+        if self._featurizer is None:
+            features = self._settings["features"]
+            self._featurizer = BiLSTMFeatures(features["tables"], features["n_chars"])
+        return self._featurizer(docs, width)
+
+    def _rows(self, docs: list[Doc]) -> list[tuple[int, int, int]]:
+        rows = []
+        for i, doc in enumerate(docs):
+            for start, end in self._doc_sequences(doc):
+                rows.append((i, start, end - start))
+        return rows
+
+    def _doc_sequences(self, doc: Doc) -> list[tuple[int, int]]:
+        """The token ranges that are separate CRF sequences (sentences, as in crf_ner)."""
+        n = len(doc)
+        if n == 0:
+            return []
+        if not (self.respect_sentences and doc.has_annotation("SENT_START")):
+            return [(0, n)]
+        starts = [int(i) for i in numpy.flatnonzero(doc.to_array("SENT_START") == 1) if i > 0]
+        bounds = [0, *starts, n]
+        return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+    @staticmethod
+    def _padded_rows(docs, rows, emissions, allowed) -> numpy.ndarray:
+        width = max(length for _, _, length in rows)
+        n_tags = emissions[rows[0][0]].shape[1]
+        padded = numpy.zeros((len(rows), width, n_tags), dtype="float32")
+        for r, (i, start, length) in enumerate(rows):
+            values = emissions[i][start : start + length]
+            if allowed[i] is not None:
+                values = numpy.where(allowed[i][start : start + length], values, -numpy.inf)
+            padded[r, :length] = values
+        return padded
+
+    def _allowed_tags(self, docs: list[Doc]) -> list[numpy.ndarray | None]:
+        """Per doc, the tags each token may take (no entity edge on whitespace, as crf_ner's
+        ``_allowed_tags``), or None where every tag is allowed."""
+        names = self.tag_names
+        on_space = numpy.asarray([name == "O" for name in names])
+        if self._settings.get("constrained", True):
+            for label in self.labels:
+                _, inside, last = self.scheme.spans_to_tags([(0, 3, label)], 3)
+                if inside != last:
+                    on_space |= numpy.asarray([name == inside for name in names])
+        out: list[numpy.ndarray | None] = []
+        for doc in docs:
+            space = doc.to_array("IS_SPACE").astype(bool) if len(doc) else numpy.zeros(0, bool)
+            out.append(~space[:, None] | on_space[None, :] if space.any() else None)
+        return out
+
+    def _probabilities(self, docs, rows, row_paths, row_scores, posteriors) -> dict[str, Any]:
+        tag_names, scheme = self.tag_names, self.scheme
+        entities = []
+        for r, (_, _, length) in enumerate(rows):
+            tags = [tag_names[int(t)] for t in row_paths[r, :length]]
+            entities.extend(
+                (r, s, e, lab) for s, e, lab in scheme.tags_to_spans(tags, strict=False)
+            )
+        probs = span_probabilities(posteriors, scheme, tag_names, entities)
+        with numpy.errstate(over="ignore", invalid="ignore"):
+            path_probs = numpy.exp(row_scores / self.temperature - posteriors.log_z)
+        entity_probs: list[dict] = [{} for _ in docs]
+        path_prob = [1.0] * len(docs)
+        for r, (i, _, _) in enumerate(rows):
+            path_prob[i] *= float(path_probs[r])
+        for (r, s, e, label), p in zip(entities, probs, strict=True):
+            i, start, _ = rows[r]
+            entity_probs[i][(start + s, start + e, label)] = float(p)
+        candidates: list[list] = [[] for _ in docs]
+        if self.candidate_threshold is not None:
+            for r, s, e, label, p in candidate_probabilities(
+                posteriors, scheme, tag_names, self.labels, self.max_candidate_length,
+                self.candidate_threshold,
+            ):  # fmt: skip
+                i, start, _ = rows[r]
+                candidates[i].append((start + s, start + e, label, p))
+        return {"entity_probs": entity_probs, "path_probs": path_prob, "candidates": candidates}
+
+    def set_annotations(self, docs: Iterable[Doc], predictions: Any) -> None:
+        """Write ``Doc.ents`` (and the probabilities, as crf_ner does)."""
+        paths, scored = predictions
+        tag_names, scheme = self.tag_names, self.scheme
+        for d, (doc, ids) in enumerate(zip(docs, paths, strict=True)):
+            ents = []
+            for start, end in self._doc_sequences(doc):
+                tags = [tag_names[int(i)] for i in ids[start:end]]
+                for s, e, label in scheme.tags_to_spans(tags, strict=False):
+                    ents.append(Span(doc, start + s, start + e, label=label))
+            doc.set_ents(ents, default="outside")
+            if scored is None:
+                continue
+            if self.entity_probs:
+                probs = [scored["entity_probs"][d].get((e.start, e.end, e.label_)) for e in ents]
+                for ent, prob in zip(doc.ents, probs, strict=True):
+                    ent._.crf_prob = prob
+                doc._.crf_path_prob = scored["path_probs"][d]
+                group = SpanGroup(doc, name=self.spans_key, spans=ents)
+                group.attrs["scores"] = probs
+                doc.spans[self.spans_key] = group
+            if self.candidate_threshold is not None:
+                found = sorted(scored["candidates"][d], key=lambda c: -c[3])
+                key = f"{self.spans_key}_candidates"
+                group = SpanGroup(
+                    doc, name=key, spans=[Span(doc, s, e, label=lab) for s, e, lab, _ in found]
+                )
+                group.attrs["scores"] = [p for *_, p in found]
+                doc.spans[key] = group
+
+    # ------------------------------------------------------------------ serialization
+    def to_disk(self, path: str | Path, *, exclude: Iterable[str] = tuple()) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        srsly.write_json(path / CFG_FILE, self._settings)
+        for file, data in self._files.items():
+            (path / file).write_bytes(data)
+
+    def from_disk(self, path: str | Path, *, exclude: Iterable[str] = tuple()) -> Any:
+        """Read the graphs and settings; a torch crf_ner directory is refused, naming it."""
+        path = Path(path)
+        if not (path / GRAPH_FILES["model"]).is_file():
+            if (path / "model").is_file():
+                raise ValueError(
+                    f"[crf_ner_onnx] '{path}' holds a torch crf_ner component (file 'model'), "
+                    "not an exported one: load it with factory crf_ner, or export it with "
+                    "python -m spacy_crf_ner export"
+                )
+            raise ValueError(
+                f"[crf_ner_onnx] Could not load component '{self.name}': the file "
+                f"'{path / GRAPH_FILES['model']}' is missing; export the pipeline again"
+            )
+        require_onnxruntime()
+        settings = srsly.read_json(path / CFG_FILE)
+        files = {}
+        for file in GRAPH_FILES.values():
+            if not (path / file).is_file():
+                raise ValueError(
+                    f"[crf_ner_onnx] Could not load component '{self.name}': the file "
+                    f"'{path / file}' is missing; export the pipeline again"
+                )
+            files[file] = (path / file).read_bytes()
+        self._settings, self._files, self._sessions = settings, files, {}
+        self._featurizer = None
+        self.cfg = {"labels": list(settings["labels"])}
+        self._session("model")  # a graph this onnxruntime can't run fails at load time
+        return self
+
+    def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
+        return srsly.msgpack_dumps({"settings": self._settings, "files": self._files})
+
+    def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> Any:
+        msg = srsly.msgpack_loads(bytes_data)
+        self._settings, self._files, self._sessions = msg["settings"], msg["files"], {}
+        self._featurizer = None
+        self.cfg = {"labels": list(self._settings["labels"])}
+        return self
+
+    def __getstate__(self) -> dict[str, Any]:  # for spawned workers: sessions don't pickle
+        state = dict(self.__dict__)
+        state["_sessions"] = {}
+        return state
+
+
+def _length_groups(order: list[int], lengths: list[int]) -> Iterator[list[int]]:
+    """Cut ``order`` (indices sorted by length) into groups of at most ``ROWS_PER_CALL`` rows
+    and ``TOKENS_PER_CALL`` padded tokens, whose padded size exceeds their tokens by at most
+    ``PADDING_SHARE``."""
+    group: list[int] = []
+    tokens = 0
+    for i in order:
+        size = lengths[i] * (len(group) + 1)  # sorted: this one is the longest so far
+        too_much_padding = size > (1 + PADDING_SHARE) * (tokens + lengths[i])
+        if group and (len(group) >= ROWS_PER_CALL or size > TOKENS_PER_CALL or too_much_padding):
+            yield group
+            group, tokens = [], 0
+        group.append(i)
+        tokens += lengths[i]
+    if group:
+        yield group
+
+
+def _from_json(value: Any) -> Any:
+    if value == "-inf":
+        return float("-inf")
+    if isinstance(value, list):
+        return [_from_json(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Entity probabilities from the forward and backward vectors (numpy form of SpanPosteriors)
+
+
+class Posteriors:
+    """One batch's forward-backward results; arrays are ``(B, T, K)`` float64."""
+
+    def __init__(self, alpha, beta_emit, emissions, lengths, log_z, trans, start, end) -> None:
+        self.alpha, self.beta_emit, self.emissions = alpha, beta_emit, emissions
+        self.lengths, self.log_z = lengths, log_z
+        self.trans, self.start, self.end = trans, start, end
+
+
+def _logsumexp(x: numpy.ndarray, axis: int) -> numpy.ndarray:
+    top = x.max(axis=axis, keepdims=True)
+    safe = numpy.where(numpy.isfinite(top), top, 0.0)
+    with numpy.errstate(divide="ignore"):
+        return (numpy.log(numpy.exp(x - safe).sum(axis=axis, keepdims=True)) + safe).squeeze(axis)
+
+
+def segment_probabilities(
+    post: Posteriors,
+    rows: numpy.ndarray,
+    begins: numpy.ndarray,
+    tags: numpy.ndarray,
+    not_before: numpy.ndarray | None,
+    not_after: numpy.ndarray | None,
+) -> numpy.ndarray:
+    """Posterior probability that positions ``begins..`` of ``rows`` carry exactly ``tags``
+    (one tag row for all), the tag before is not in ``not_before`` and the one after not in
+    ``not_after`` (``(K,)`` bool masks or None); as ``crf.SpanPosteriors.probabilities``."""
+    if len(rows) == 0:
+        return numpy.zeros(0)
+    width = post.alpha.shape[1]
+    seg_len = len(tags)
+    stop = begins + seg_len - 1
+    positions = numpy.minimum(begins[:, None] + numpy.arange(seg_len), width - 1)
+    with numpy.errstate(invalid="ignore", over="ignore"):
+        score = post.emissions[rows[:, None], positions, tags[None, :]].sum(1)
+        if seg_len > 1:
+            score = score + post.trans[tags[:-1], tags[1:]].sum()
+        first, last = tags[0], tags[-1]
+        left = post.alpha[rows, numpy.maximum(begins - 1, 0)] + post.trans[:, first][None, :]
+        if not_before is not None:
+            left = numpy.where(not_before[None, :], -numpy.inf, left)
+        left = numpy.where(begins > 0, _logsumexp(left, 1), post.start[first])
+        seq_len = post.lengths[rows]
+        nxt = numpy.minimum(stop + 1, width - 1)
+        right = post.trans[last][None, :] + post.beta_emit[rows, nxt]
+        if not_after is not None:
+            right = numpy.where(not_after[None, :], -numpy.inf, right)
+        right = numpy.where(stop + 1 < seq_len, _logsumexp(right, 1), post.end[last])
+        log_z = post.log_z[rows]
+        valid = (stop < seq_len) & numpy.isfinite(log_z)
+        log_prob = left + score + right - numpy.where(valid, log_z, 0.0)
+        return numpy.where(valid, numpy.exp(log_prob), 0.0)
+
+
+def _group_probabilities(post, scheme, tag_names, label, length, rows, begins) -> numpy.ndarray:
+    """The probability of ``label`` entities of ``length`` tokens: a sum over the scheme's
+    ways of writing one (``TagScheme.segment_patterns``)."""
+    index = {name: i for i, name in enumerate(tag_names)}
+    total = numpy.zeros(len(rows))
+    for tags, not_before, not_after in scheme.segment_patterns(label, length):
+        before = numpy.asarray([name in not_before for name in tag_names])
+        after = numpy.asarray([name in not_after for name in tag_names])
+        total += segment_probabilities(
+            post, rows, begins, numpy.asarray([index[t] for t in tags]),
+            before if not_before else None, after if not_after else None,
+        )  # fmt: skip
+    return numpy.clip(total, 0.0, 1.0)
+
+
+def span_probabilities(post, scheme, tag_names, entities) -> numpy.ndarray:
+    """Exact probability of each ``(row, start, end, label)`` entity."""
+    groups: dict[tuple[str, int], list[int]] = {}
+    for n, (_, start, end, label) in enumerate(entities):
+        groups.setdefault((label, end - start), []).append(n)
+    out = numpy.zeros(len(entities))
+    for (label, length), members in groups.items():
+        rows = numpy.asarray([entities[n][0] for n in members])
+        begins = numpy.asarray([entities[n][1] for n in members])
+        out[members] = _group_probabilities(post, scheme, tag_names, label, length, rows, begins)
+    return out
+
+
+def candidate_probabilities(post, scheme, tag_names, labels, max_length, threshold) -> list:
+    """Every labelled span of up to ``max_length`` tokens with probability >= ``threshold``,
+    as ``(row, start, end, label, p)`` sorted by row, start, length and label."""
+    lengths = post.lengths
+    rows = numpy.repeat(numpy.arange(len(lengths)), lengths)
+    starts = numpy.concatenate([numpy.arange(n) for n in lengths]) if len(rows) else rows
+    room = lengths[rows] - starts
+    found = []
+    for length in range(1, max_length + 1):
+        fits = room >= length
+        if not fits.any():
+            break
+        for label_id, label in enumerate(labels):
+            probs = _group_probabilities(
+                post, scheme, tag_names, label, length, rows[fits], starts[fits]
+            )
+            keep = probs >= threshold
+            found.extend(
+                (int(r), int(s), length, label_id, float(p))
+                for r, s, p in zip(rows[fits][keep], starts[fits][keep], probs[keep], strict=True)
+            )
+    found.sort(key=lambda f: (f[0], f[1], f[2], f[3]))
+    return [(r, s, s + n, labels[lab], p) for r, s, n, lab, p in found]
