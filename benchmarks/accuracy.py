@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from compare_ner import CORPORA, ROOT, evaluate, run, spacy_ner_config  # noqa: E402
+from compare_ner import CORPORA, ROOT, evaluate, prepare_corpus, run, spacy_ner_config  # noqa: E402
 
 
 def train_to_early_stop(
@@ -93,16 +93,7 @@ def main() -> None:
     args = parser.parse_args()
     spec = CORPORA[args.corpus]
     args.out.mkdir(parents=True, exist_ok=True)
-    corpus = args.out / "corpus"
-    inputs = [args.data_dir / spec["dir"] / name for name in spec["files"]]
-    missing = [str(path) for path in inputs if not path.exists()]
-    if missing:
-        sys.exit(f"accuracy.py: corpus files not found: {', '.join(missing)} (see --data-dir)")
-    if not all((corpus / f"{name}.spacy").exists() for name in spec["files"]):
-        run(
-            [sys.executable, "-m", "spacy_crf_ner", "convert", *inputs, "--output-dir", corpus,
-             "--lang", spec["lang"], "--overwrite", *spec["convert"]]
-        )  # fmt: skip
+    corpus = prepare_corpus(spec, args.data_dir, args.out)
     configs = {
         "crf_ner": ROOT / spec["config"],
         "spacy_ner": spacy_ner_config(spec["lang"], args.out),

@@ -60,6 +60,21 @@ def run(cmd: list[str], **kwargs) -> None:
     subprocess.run([str(c) for c in cmd], check=True, **kwargs)
 
 
+def prepare_corpus(spec: dict, data_dir: Path, out: Path) -> Path:
+    """Convert the corpus's train/dev/test files into ``out/corpus`` (once) and return it."""
+    corpus = out / "corpus"
+    inputs = [data_dir / spec["dir"] / name for name in spec["files"]]
+    missing = [str(path) for path in inputs if not path.exists()]
+    if missing:
+        sys.exit(f"corpus files not found: {', '.join(missing)} (see --data-dir)")
+    if not all((corpus / f"{name}.spacy").exists() for name in spec["files"]):
+        run(
+            [sys.executable, "-m", "spacy_crf_ner", "convert", *inputs, "--output-dir", corpus,
+             "--lang", spec["lang"], "--overwrite", *spec["convert"]]
+        )  # fmt: skip
+    return corpus
+
+
 def spacy_ner_config(lang: str, out: Path) -> Path:
     """spaCy's own CPU efficiency NER config for the language."""
     path = out / f"spacy_ner_{lang}.cfg"
@@ -134,13 +149,7 @@ def main() -> None:
     args = parser.parse_args()
     spec = CORPORA[args.corpus]
     args.out.mkdir(parents=True, exist_ok=True)
-    corpus = args.out / "corpus"
-    inputs = [args.data_dir / spec["dir"] / name for name in spec["files"]]
-    if not all((corpus / f"{name}.spacy").exists() for name in spec["files"]):
-        run(
-            [sys.executable, "-m", "spacy_crf_ner", "convert", *inputs, "--output-dir", corpus,
-             "--lang", spec["lang"], "--overwrite", *spec["convert"]]
-        )  # fmt: skip
+    corpus = prepare_corpus(spec, args.data_dir, args.out)
     configs = {
         "crf_ner": ROOT / spec["config"],
         "spacy_ner": spacy_ner_config(spec["lang"], args.out),
