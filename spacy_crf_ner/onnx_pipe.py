@@ -29,6 +29,7 @@ from spacy.tokens import Doc, Span, SpanGroup
 from spacy.util import minibatch
 
 from .tags import get_scheme
+from .threads import inference_threads
 
 FACTORY = "crf_ner_onnx"
 CFG_FILE = "cfg"
@@ -59,11 +60,6 @@ def require_onnxruntime() -> Any:
             f"{ONNX_EXTRA_HINT}"
         ) from None
     return onnxruntime
-
-
-def _threads() -> int:
-    value = os.environ.get("SPACY_CRF_NER_THREADS", "1").strip()
-    return int(value) if value.isdigit() else 1
 
 
 @Language.factory(
@@ -208,7 +204,7 @@ class OnnxCRFEntityRecognizer(Pipe):
                 )
             onnxruntime = require_onnxruntime()
             options = onnxruntime.SessionOptions()
-            options.intra_op_num_threads = _threads()
+            options.intra_op_num_threads = inference_threads()
             options.inter_op_num_threads = 1
             self._sessions[key] = onnxruntime.InferenceSession(
                 self._files[GRAPH_FILES[key]], options, providers=["CPUExecutionProvider"]

@@ -94,8 +94,10 @@ def _configure_spawned_worker() -> None:
     """In a fresh worker process (spawn, forkserver): ``inference_threads()`` threads."""
     threads = inference_threads()
     if threads:
-        import torch
-
+        try:
+            import torch
+        except ImportError:  # an exported (onnxruntime) pipeline in a torch-free install
+            return
         torch.set_num_threads(threads)
 
 
