@@ -833,10 +833,11 @@ def launch_workers(command: Sequence[str], workers: int, *, cpu: bool, grace: fl
             if deadline is not None and time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-        # A worker killed by a signal is the cause; the others' errors follow from it.
+        # A worker killed by a signal is the cause; the others' errors follow from it, and so
+        # does a SIGABRT, which gloo raises in a worker whose peer vanished.
         failed = sorted(
             ((rank, proc.returncode) for rank, proc in enumerate(procs) if proc.returncode),
-            key=lambda item: (item[1] > 0, item[0]),
+            key=lambda item: (item[1] > 0, item[1] == -signal.SIGABRT, item[0]),
         )
         if failed:
             raise DistributedTrainingError(

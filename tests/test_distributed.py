@@ -214,6 +214,10 @@ print("collectives", calls)
 linear.set_param("W", numpy.full((3, 4), r + 1.0, dtype="f"))
 print("differing", start_from_same_weights([model]))
 numpy.savez(folder / f"weights{r}.npz", W=linear.get_param("W"), E=table.get_param("E"))
+# Leave together: a rank that exits while the other still holds the group can make gloo
+# abort the other (SIGABRT on "connection reset by peer").
+torch.distributed.barrier()
+torch.distributed.destroy_process_group()
 """
 
 
