@@ -4,7 +4,6 @@ corpus reader's cache, and crf_ner learning from it inside spaCy's training."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import subprocess
@@ -30,58 +29,34 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 # The loss
 
 
-def random_crf(gen: torch.Generator, batch: int, length: int, tags: int, scale: float = 2.0):
-    emissions = torch.randn(batch, length, tags, generator=gen, dtype=torch.float64) * scale
-    params = [torch.randn(*shape, generator=gen, dtype=torch.float64) for shape in
-              ((tags, tags), (tags,), (tags,))]  # fmt: skip
-    return emissions, params
-
-
-def random_setup(seed: int, batch: int, length: int, tags: int, constrained: bool, restricted):
-    """Teacher and student CRFs over the same ragged batch; with ``constrained`` random
-    allowed moves (tag 0 always reachable); with ``restricted`` random positions where some
-    tags are not allowed (-inf emissions, the same for both CRFs)."""
-    gen = torch.Generator().manual_seed(seed)
-    teacher = random_crf(gen, batch, length, tags)
-    student = random_crf(gen, batch, length, tags)
-    lengths = torch.randint(0, length + 1, (batch,), generator=gen)
-    lengths[0] = length
-    mask = torch.arange(length).unsqueeze(0) < lengths.unsqueeze(1)
-    constraints = None
-    if constrained:
-        trans = torch.rand(tags, tags, generator=gen) > 0.4
-        trans[0, :] = trans[:, 0] = True
-        start = (torch.rand(tags, generator=gen) > 0.4) | (torch.arange(tags) == 0)
-        end = (torch.rand(tags, generator=gen) > 0.4) | (torch.arange(tags) == 0)
-        constraints = CRFConstraints(trans, start, end)
+def random_setup(random_case, seed: int, batch: int, length: int, tags: int, constrained: bool,
+                 restricted):  # fmt: skip
+    """Teacher and student CRFs over the same ragged batch (the teacher's case from conftest's
+    ``random_case``, the student's from another seed); with ``restricted`` random positions
+    where some tags are not allowed (-inf emissions, the same for both CRFs)."""
+    t_emissions, mask, t_params, constraints = random_case(seed, batch, length, tags, constrained)
+    s_emissions, _, s_params, _ = random_case(seed + 1000, batch, length, tags, False)
     if restricted:
+        gen = torch.Generator().manual_seed(seed + 2000)
         forbidden = torch.rand(batch, length, tags, generator=gen) > 0.6
         forbidden[..., 0] = False
-        teacher = (teacher[0].masked_fill(forbidden, -math.inf), teacher[1])
-        student = (student[0].masked_fill(forbidden, -math.inf), student[1])
-    return teacher, student, mask, constraints
+        t_emissions = t_emissions.masked_fill(forbidden, -math.inf)
+        s_emissions = s_emissions.masked_fill(forbidden, -math.inf)
+    return (t_emissions, t_params), (s_emissions, s_params), mask, constraints
 
 
-def path_log_probs(emissions, length, params, constraints) -> dict[tuple[int, ...], float]:
+def path_log_probs(enumerate_paths, emissions, length, params, constraints) -> dict:
     """log p(y) of every allowed path of one sequence, by enumerating all K^T paths."""
-    trans, start, end = params
-    scores = {}
-    for path in itertools.product(range(emissions.shape[-1]), repeat=length):
-        if constraints is not None and not (
-            constraints.start[path[0]]
-            and constraints.end[path[-1]]
-            and all(constraints.transitions[a, b] for a, b in itertools.pairwise(path))
-        ):
-            continue
-        score = start[path[0]] + end[path[-1]] + sum(emissions[t, y] for t, y in enumerate(path))
-        score = score + sum(trans[a, b] for a, b in itertools.pairwise(path))
-        if math.isfinite(float(score)):
-            scores[path] = float(score)
+    scores = {
+        path: float(score)
+        for path, score in enumerate_paths(emissions, length, params, constraints).items()
+        if math.isfinite(float(score))
+    }
     log_z = torch.logsumexp(torch.tensor(list(scores.values()), dtype=torch.float64), 0)
     return {path: score - float(log_z) for path, score in scores.items()}
 
 
-def brute_force_kl(teacher, student, mask, constraints, temperature=1.0) -> list[float]:
+def brute_force_kl(enumerate_paths, teacher, student, mask, constraints, temperature=1.0):
     result = []
     t_em, t_params = teacher
     t_em, t_params = t_em / temperature, [p / temperature for p in t_params]
@@ -89,8 +64,8 @@ def brute_force_kl(teacher, student, mask, constraints, temperature=1.0) -> list
         if length == 0:
             result.append(0.0)
             continue
-        p_t = path_log_probs(t_em[b], length, t_params, constraints)
-        p_s = path_log_probs(student[0][b], length, student[1], constraints)
+        p_t = path_log_probs(enumerate_paths, t_em[b], length, t_params, constraints)
+        p_s = path_log_probs(enumerate_paths, student[0][b], length, student[1], constraints)
         result.append(sum(math.exp(lp) * (lp - p_s[path]) for path, lp in p_t.items()))
     return result
 
@@ -114,21 +89,21 @@ CASES = [
 
 
 @pytest.mark.parametrize("seed,constrained,restricted", CASES)
-def test_kl_equals_brute_force(seed, constrained, restricted):
+def test_kl_equals_brute_force(random_case, enumerate_paths, seed, constrained, restricted):
     batch, length, tags = 4, 1 + seed % 4, 2 + seed % 3
     teacher, student, mask, constraints = random_setup(
-        seed, batch, length, tags, constrained, restricted
+        random_case, seed, batch, length, tags, constrained, restricted
     )
     temperature = 1.0 if seed % 2 else 2.5
-    expected = brute_force_kl(teacher, student, mask, constraints, temperature)
+    expected = brute_force_kl(enumerate_paths, teacher, student, mask, constraints, temperature)
     for algorithm in ("sequential", "parallel"):
         kl = kl_of(teacher, student, mask, constraints, temperature, algorithm=algorithm)
         assert kl.dtype == torch.float64
         assert kl.tolist() == pytest.approx(expected, rel=1e-9, abs=1e-9), algorithm
 
 
-def test_kl_float32_matches_float64():
-    teacher, student, mask, constraints = random_setup(3, 6, 9, 5, True, True)
+def test_kl_float32_matches_float64(random_case):
+    teacher, student, mask, constraints = random_setup(random_case, 3, 6, 9, 5, True, True)
     exact = kl_of(teacher, student, mask, constraints)
     as_float = [(x[0].float(), [p.float() for p in x[1]]) for x in (teacher, student)]
     kl = kl_of(*as_float, mask, constraints)
@@ -137,8 +112,8 @@ def test_kl_float32_matches_float64():
 
 
 @pytest.mark.parametrize("constrained", [False, True])
-def test_kl_zero_for_same_crf_positive_otherwise(constrained):
-    teacher, student, mask, constraints = random_setup(1, 5, 6, 4, constrained, True)
+def test_kl_zero_for_same_crf_positive_otherwise(random_case, constrained):
+    teacher, student, mask, constraints = random_setup(random_case, 1, 5, 6, 4, constrained, True)
     same = kl_of(teacher, teacher, mask, constraints)
     assert same.abs().max() < 1e-10
     differs = kl_of(teacher, student, mask, constraints)
@@ -150,8 +125,8 @@ def test_kl_zero_for_same_crf_positive_otherwise(constrained):
     assert kl_of(teacher, shifted, mask, constraints).abs().max() < 1e-9
 
 
-def test_kl_infinite_where_student_forbids_teacher_mass():
-    teacher, student, mask, _ = random_setup(2, 2, 3, 3, False, False)
+def test_kl_infinite_where_student_forbids_teacher_mass(random_case):
+    teacher, student, mask, _ = random_setup(random_case, 2, 2, 3, 3, False, False)
     blocked = student[0].clone()
     blocked[0, 1, 2] = -math.inf  # the teacher gives tag 2 at (0, 1) some probability
     kl = kl_of(teacher, (blocked, student[1]), mask, None)
@@ -160,8 +135,8 @@ def test_kl_infinite_where_student_forbids_teacher_mass():
 
 
 @pytest.mark.parametrize("constrained", [False, True])
-def test_kl_gradcheck(constrained):
-    teacher, student, mask, constraints = random_setup(4, 3, 5, 3, constrained, True)
+def test_kl_gradcheck(random_case, constrained):
+    teacher, student, mask, constraints = random_setup(random_case, 4, 3, 5, 3, constrained, True)
     marginals = teacher_marginals(teacher[0], mask, *teacher[1], constraints)
     raw = torch.randn(3, 5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
     forbidden = torch.isinf(student[0])
@@ -174,8 +149,8 @@ def test_kl_gradcheck(constrained):
     assert torch.autograd.gradcheck(kl, inputs, eps=1e-6, atol=1e-6)
 
 
-def test_kl_gradient_is_student_minus_teacher_marginals():
-    teacher, student, mask, constraints = random_setup(5, 4, 6, 4, True, False)
+def test_kl_gradient_is_student_minus_teacher_marginals(random_case):
+    teacher, student, mask, constraints = random_setup(random_case, 5, 4, 6, 4, True, False)
     marginals = teacher_marginals(teacher[0], mask, *teacher[1], constraints)
     emissions = student[0].clone().requires_grad_()
     structural_kl(emissions, mask, *student[1], marginals, constraints).backward()
