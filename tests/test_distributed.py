@@ -294,6 +294,8 @@ def assert_one_error_line(result, *names: str) -> None:
         (["{config}", "--gpu-ids", "1,1", "--workers", "2"], ["--gpu-ids", "distinct"]),
         (["{config}", "--workers", "0"], ["--workers", "at least 1"]),
         (["{config}", "--timeout", "0"], ["--timeout", "positive"]),
+        (["{config}", "--workers", "2", "--paths.train", "nope.spacy"], ["--paths.train", "nope"]),
+        (["{config}", "--workers", "2", "--paths.dev", "nope.spacy"], ["--paths.dev", "nope"]),
     ],
 )
 def test_command_line_errors(tmp_path, en_train_data, args, names):

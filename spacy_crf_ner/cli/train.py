@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from spacy.cli._util import import_code, parse_config_overrides, show_validation_error
+from spacy.util import load_config
 from wasabi import msg
 
 from ..distributed import (
@@ -18,6 +19,17 @@ from ..distributed import (
     worker_env,
 )
 from ._util import USER_ERRORS, VerboseOpt, app, fail
+
+
+def check_corpus_paths(config_path: Path, overrides: dict) -> None:
+    """Read the config once in the launcher, so that a bad override or a missing corpus file is
+    one error here, not the same error printed by every worker after it started."""
+    with show_validation_error(config_path, hint_fill=False):
+        config = load_config(config_path, overrides=overrides, interpolate=False)
+    for key in ("train", "dev"):
+        value = config.get("paths", {}).get(key)
+        if isinstance(value, str) and value and not Path(value).exists():
+            raise FileNotFoundError(f"--paths.{key}: no such file or directory: {value}")
 
 
 def parse_gpu_ids(value: str | None) -> list[int]:
@@ -100,6 +112,7 @@ def train_cli(
                 raise ValueError(
                     f"--gpu-ids names {len(ids)} GPU(s) for {workers} worker(s): give one each"
                 )
+            check_corpus_paths(config_path, overrides)
             if output is not None:
                 output.mkdir(parents=True, exist_ok=True)
             msg.info(f"Training on {workers} worker(s): " + (f"GPUs {ids}" if ids else "CPU"))
