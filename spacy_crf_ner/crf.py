@@ -820,7 +820,11 @@ def nll(
         restricted = emissions.masked_fill(~allowed & mask.unsqueeze(-1), float("-inf"))
         gold = _log_partition(restricted, *prepared[1:], algorithm=algorithm)
     # Both terms grow with the length; their difference is taken in float64.
-    losses = (log_z - gold).to(emissions.dtype)
+    return reduce_losses((log_z - gold).to(emissions.dtype), mask, reduction)
+
+
+def reduce_losses(losses: Tensor, mask: Tensor, reduction: str) -> Tensor:
+    """Per-sequence losses -> one of ``REDUCTIONS`` (``token_mean``: over unmasked tokens)."""
     if reduction == "none":
         return losses
     if reduction == "sum":

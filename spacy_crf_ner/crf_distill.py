@@ -38,6 +38,7 @@ from .crf import (
     _posteriors,
     _prepare,
     choose_algorithm,
+    reduce_losses,
 )
 
 __all__ = ["TeacherMarginals", "structural_kl", "teacher_marginals"]
@@ -206,10 +207,4 @@ def structural_kl(
     kl = teacher.neg_entropy.to(device) - expected + log_z
     # A row the teacher allows no path for carries no signal (its marginals are all 0).
     kl = torch.where(teacher.unary.to(device).sum((1, 2)) > 0, kl, 0.0).to(emissions.dtype)
-    if reduction == "none":
-        return kl
-    if reduction == "sum":
-        return kl.sum()
-    if reduction == "mean":
-        return kl.mean()
-    return kl.sum() / mask.sum().clamp(min=1)
+    return reduce_losses(kl, mask, reduction)
