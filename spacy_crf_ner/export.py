@@ -1,17 +1,26 @@
-"""Export a pipeline's ``crf_ner`` (BiLSTM-CRF) to ONNX: a spaCy pipeline that runs without torch.
+"""Export a pipeline's ``crf_ner`` to ONNX: a spaCy pipeline that runs without torch.
 
-The trained Thinc model is read layer by layer and written as one ONNX graph: the hash-embedding
-tables (and the character embeddings), the Maxout + LayerNorm mixing, the bidirectional LSTM
-(ONNX ``LSTM`` with per-sequence lengths), the emission layer and the constrained Viterbi decode
-(``onnx_crf.add_viterbi``). What stays on the spaCy side is what spaCy computes anyway: the
-token attributes, their hashes and the UTF-8 bytes of each word (``onnx_pipe.BiLSTMFeatures``).
-Two small graphs serve sentence-split decoding and entity probabilities.
+BiLSTM-CRF: the trained Thinc model is read layer by layer and written as one ONNX graph: the
+hash-embedding tables (and the character embeddings), the Maxout + LayerNorm mixing, the
+bidirectional LSTM (ONNX ``LSTM`` with per-sequence lengths), the emission layer and the
+constrained Viterbi decode (``onnx_crf.add_viterbi``). What stays on the spaCy side is what
+spaCy computes anyway: the token attributes, their hashes and the UTF-8 bytes of each word
+(``onnx_pipe.BiLSTMFeatures``).
 
-The new pipeline directory is the input's, with the component replaced by ``crf_ner_onnx``
-(``onnx_pipe.py``) and its files by the graphs; ``meta.json`` names the runtime and the export
-settings. It is written to a temporary directory next to ``output`` and renamed into place
-once it has been loaded back and checked against the torch pipeline, so a failed export
-leaves nothing behind.
+Transformer-CRF (a spacy-transformers ``transformer`` component and crf_ner's
+``TransformerListener``, alone or in ``CasedFeatures``): the Hugging Face model becomes
+``transformer.onnx`` (``torch.onnx.export``), its fast tokenizer ``tokenizer.json``, and the
+rest one graph like the BiLSTM's: sub-word pooling as a weighted gather, the cased features'
+hash embeddings, the emission layer and the Viterbi decode (``transformer_head_model``). The
+windows, the tokenisation and the word-piece alignment stay on the Python side
+(``onnx_pipe.TransformerFeatures``, as spacy-transformers makes them); the exported pipeline
+has no transformer component.
+
+Two small graphs serve sentence-split decoding and entity probabilities. The new pipeline
+directory is the input's, with the component replaced by ``crf_ner_onnx`` (``onnx_pipe.py``)
+and its files by the graphs; ``meta.json`` names the runtime and the export settings. It is
+written to a temporary directory next to ``output`` and renamed into place once it has been
+loaded back and checked against the torch pipeline, so a failed export leaves nothing behind.
 """
 
 from __future__ import annotations

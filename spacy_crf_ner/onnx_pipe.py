@@ -4,10 +4,13 @@
 component: the BiLSTM-CRF is one ONNX graph from the hash-embedding rows to the constrained
 Viterbi paths, and spaCy only computes what it computes for the torch model too, the token
 attributes, their hashes (``thinc``'s ``NumpyOps.hash``, as ``HashEmbed`` does) and the UTF-8
-bytes of each word (``BiLSTMFeatures``). Nothing here imports torch, so ``spacy.load`` works
-where torch is not installed. Two small graphs decode sentence rows (``respect_sentences``)
-and give the forward and backward vectors from which the entity probabilities are read
-(``span_probabilities``, the numpy form of ``crf.SpanPosteriors``).
+bytes of each word (``BiLSTMFeatures``). A transformer-CRF has a second graph, the
+transformer, and ``TransformerFeatures`` makes its inputs as spacy-transformers does (windows,
+the ``tokenizers`` fast tokenizer, word-piece alignment). Nothing here imports torch (or
+transformers), so ``spacy.load`` works where torch is not installed. Two small graphs decode
+sentence rows (``respect_sentences``) and give the forward and backward vectors from which
+the entity probabilities are read (``span_probabilities``, the numpy form of
+``crf.SpanPosteriors``).
 
 The component predicts only; it refuses a torch crf_ner directory and the torch component
 refuses its files (``pipe.py``). onnxruntime runs on one thread per process by default (as
