@@ -752,7 +752,9 @@ def _write(
         meta["requirements"] = [
             r for r in meta.get("requirements", []) if not r.startswith("spacy-transformers")
         ]
-        meta["requirements"].append("tokenizers")
+        import tokenizers
+
+        meta["requirements"].append(f"tokenizers>={tokenizers.__version__}")
     meta["spacy_crf_ner_export"] = export_info
     meta["requirements"] = sorted(
         {*meta.get("requirements", []), f"onnxruntime>={onnxruntime.__version__}"}

@@ -180,6 +180,7 @@ def test_exported_pipeline_has_no_transformer_component(trf_export):
     assert trf["pooling"] == ("first" if variant == "first-cased" else "mean")
     meta = json.loads((onnx_path / "meta.json").read_text())
     assert "transformer" not in meta["pipeline"]
+    assert any(r.startswith("tokenizers>=") for r in meta["requirements"])
     assert not any(r.startswith("spacy-transformers") for r in meta["requirements"])
 
 
@@ -236,6 +237,21 @@ def test_slow_tokenizer_is_refused(tiny_bert, tmp_path):
     code, output = cli("export", tmp_path / "slow", tmp_path / "out")
     assert_one_line_failure(code, output, "slow tokenizer", "use_fast")
     assert leftovers(tmp_path) == ["slow"]
+
+
+def test_other_pooling_is_refused(tiny_bert, tmp_path):
+    nlp = build(tiny_bert, "first-cased")
+    cfg = nlp.config.copy()
+    listener = cfg["components"]["crf_ner"]["model"]["tok2vec"]["tok2vec"]
+    listener["pooling"] = {"@layers": "reduce_mean.v1"}
+    nlp = load_model_from_config(cfg, auto_fill=True, validate=True)
+    nlp.initialize(
+        lambda: [Example.from_dict(nlp.make_doc("Paris is nice"), {"entities": [(0, 5, "LOC")]})]
+    )
+    nlp.to_disk(tmp_path / "mean")
+    code, output = cli("export", tmp_path / "mean", tmp_path / "out")
+    assert_one_line_failure(code, output, "reduce_mean.v1", "subword_pooling")
+    assert leftovers(tmp_path) == ["mean"]
 
 
 @pytest.mark.parametrize("n", [0, 1, 5, 95, 96, 127, 128, 129, 192, 224, 225, 1000])
