@@ -225,6 +225,21 @@ def test_int8_transformer_export_loads_and_tags(trf_export, tmp_path):
     assert b"MatMulInteger" in quantized or b"DynamicQuantize" in quantized
 
 
+def test_two_processes_tag_like_one(trf_export):
+    """Forked workers (after the parent has tokenised and run the graphs) tag like one."""
+    variant, _, onnx_path = trf_export
+    if variant != "first-cased":
+        pytest.skip("one variant is enough")
+    nlp = spacy.load(onnx_path)
+    texts = [doc.text for doc in sample_docs()]
+    one = [[(e.start, e.end, e.label_) for e in doc.ents] for doc in nlp.pipe(texts)]
+    two = [
+        [(e.start, e.end, e.label_) for e in doc.ents]
+        for doc in nlp.pipe(texts, n_process=2, batch_size=2)
+    ]
+    assert one == two and sum(map(len, one)) > 0
+
+
 def test_slow_tokenizer_is_refused(tiny_bert, tmp_path):
     nlp = build(tiny_bert, "first-cased")
     cfg = nlp.config.copy()
