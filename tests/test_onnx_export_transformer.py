@@ -240,6 +240,66 @@ def test_two_processes_tag_like_one(trf_export):
     assert one == two and sum(map(len, one)) > 0
 
 
+def test_chinese_transformer_crf_exports_and_tags_like_torch(tiny_bert, zh_train_data, tmp_path):
+    """configs/transformer_crf_zh.cfg (one token per character, windows of 256 every 192):
+    the export check passes although the English check texts, all [UNK] characters to the
+    tiny BERT, give exactly tied best paths; Chinese texts tag the same."""
+    fix_random_seed(0)
+    cfg = load_config(
+        ROOT / "configs" / "transformer_crf_zh.cfg",
+        overrides={"paths.transformer_model": str(tiny_bert.resolve())},
+        interpolate=True,
+    )
+    nlp = load_model_from_config(cfg, auto_fill=True, validate=True)
+    examples = [Example.from_dict(nlp.make_doc(t), {"entities": e}) for t, e in zh_train_data]
+    nlp.initialize(lambda: examples)
+    optimizer = Adam(0.003)
+    for _ in range(30):
+        nlp.update(examples, sgd=False)
+        for _, component in nlp.pipeline:
+            component.finish_update(optimizer)
+    nlp.to_disk(tmp_path / "zh")
+    code, output = cli("export", tmp_path / "zh", tmp_path / "out")
+    assert code == 0, output
+    exported = spacy.load(tmp_path / "out")
+    texts = [t for t, _ in zh_train_data] + ["".join(t for t, _ in zh_train_data) * 20]
+    expected = [[(e.start, e.end, e.label_) for e in d.ents] for d in nlp.pipe(texts)]
+    got = [[(e.start, e.end, e.label_) for e in d.ents] for d in exported.pipe(texts)]
+    assert got == expected and sum(map(len, expected)) > 0 and len(exported(texts[-1])) > 256
+
+
+def test_tied_paths_check_refuses_a_worse_path(trf_export):
+    """The export check accepts a different path only if it scores as well (a tie)."""
+    from spacy_crf_ner.export import ExportError, _check_tied_paths
+
+    variant, torch_path, onnx_path = trf_export
+    if variant != "first-cased":
+        pytest.skip("one variant is enough")
+    torch_nlp, onnx_nlp = spacy.load(torch_path), spacy.load(onnx_path)
+    torch_pipe, onnx_pipe = torch_nlp.get_pipe("crf_ner"), onnx_nlp.get_pipe("crf_ner")
+    docs = [torch_nlp.make_doc(d.text) for d in sample_docs()[:2]]
+    docs = list(torch_nlp.get_pipe("transformer").pipe(docs))
+    emissions = torch_pipe.model.predict(docs)
+    paths = [numpy.asarray(p) for p in torch_pipe.decode(docs, emissions, scored=False)]
+
+    class Stub:
+        def __init__(self, paths):
+            self.paths = paths
+
+        def predict(self, docs):
+            return self.paths, None
+
+        def _doc_sequences(self, doc):
+            return onnx_pipe._doc_sequences(doc)
+
+    _check_tied_paths(torch_pipe, Stub(paths), docs, emissions, 1e-6)  # the same paths
+    outside = list(torch_pipe.tag_names).index("O")
+    worse = [paths[0], numpy.full_like(paths[1], outside)]
+    assert not numpy.array_equal(worse[1], paths[1])
+    with pytest.raises(ExportError, match="entities differ"):
+        _check_tied_paths(torch_pipe, Stub(worse), docs, emissions, 1e-6)
+
+
 def test_slow_tokenizer_is_refused(tiny_bert, tmp_path):
     nlp = build(tiny_bert, "first-cased")
     cfg = nlp.config.copy()
