@@ -2,6 +2,14 @@
 
     python benchmarks/deploy.py --model /tmp/bench-deploy/bilstm/model-best \\
         --test /tmp/bench-deploy/corpus/eng.testb.spacy --out /tmp/bench-deploy/export
+    # the transformer-CRF (MiniLM, configs/transformer_crf.cfg; BENCHMARKS.md §10)
+    python benchmarks/deploy.py --model /tmp/bench-deploy-trf/minilm/model-best \\
+        --test /tmp/bench-deploy/corpus/eng.testb.spacy --out /tmp/bench-deploy-trf/export \\
+        --repeats 1
+
+Any crf_ner pipeline that ``export`` takes works: a BiLSTM-CRF or a transformer-CRF (whose
+torch variant runs spacy-transformers; its ONNX variants run without torch, transformers and
+spacy-transformers, as a torch-free install would).
 
 The ONNX pipelines are exported from ``--model`` first (``python -m spacy_crf_ner export``,
 fp32 and ``--int8``) unless they exist. Then every variant is measured in a fresh process of
@@ -116,6 +124,8 @@ def main() -> None:
             cmd = [sys.executable, "-m", "spacy_crf_ner", "export", args.model, paths[variant]]
             subprocess.run([str(c) for c in [*cmd, *flags]], check=True, env=env)
     results = {}
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    print(f"start {started}, load average {os.getloadavg()}", flush=True)
     for variant in args.variants.split(","):
         cmd = [sys.executable, __file__, "--worker", variant, "--path", paths[variant],
                "--model", args.model, "--test", args.test, "--out", args.out,
@@ -129,6 +139,8 @@ def main() -> None:
         results[variant] = json.loads(line[len("RESULT ") :])
         results[variant]["size_mb"] = disk_size(paths[variant]) / 1e6
         print(json.dumps(results[variant]), flush=True)
+    ended = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    print(f"end {ended}, load average {os.getloadavg()}", flush=True)
     print_table(results, args.n_process)
 
 

@@ -4,10 +4,13 @@
 component: the BiLSTM-CRF is one ONNX graph from the hash-embedding rows to the constrained
 Viterbi paths, and spaCy only computes what it computes for the torch model too, the token
 attributes, their hashes (``thinc``'s ``NumpyOps.hash``, as ``HashEmbed`` does) and the UTF-8
-bytes of each word (``BiLSTMFeatures``). Nothing here imports torch, so ``spacy.load`` works
-where torch is not installed. Two small graphs decode sentence rows (``respect_sentences``)
-and give the forward and backward vectors from which the entity probabilities are read
-(``span_probabilities``, the numpy form of ``crf.SpanPosteriors``).
+bytes of each word (``BiLSTMFeatures``). A transformer-CRF has a second graph, the
+transformer, and ``TransformerFeatures`` makes its inputs as spacy-transformers does (windows,
+the ``tokenizers`` fast tokenizer, word-piece alignment). Nothing here imports torch (or
+transformers), so ``spacy.load`` works where torch is not installed. Two small graphs decode
+sentence rows (``respect_sentences``) and give the forward and backward vectors from which
+the entity probabilities are read (``span_probabilities``, the numpy form of
+``crf.SpanPosteriors``).
 
 The component predicts only; it refuses a torch crf_ner directory and the torch component
 refuses its files (``pipe.py``). onnxruntime runs on one thread per process by default (as
@@ -34,6 +37,10 @@ from .threads import inference_threads
 FACTORY = "crf_ner_onnx"
 CFG_FILE = "cfg"
 GRAPH_FILES = {"model": "model.onnx", "decode": "crf.onnx", "probabilities": "crf_probs.onnx"}
+# A transformer-CRF also has the transformer's graph and its tokenizer (``tokenizers``' JSON).
+TRANSFORMER_FILES = {"transformer": "transformer.onnx", "tokenizer": "tokenizer.json"}
+# Windows per transformer call (sorted by length, so that little padding is computed).
+WINDOWS_PER_CALL = 32
 ONNX_EXTRA_HINT = 'install the onnx extra: pip install "spacy-crf-ner[onnx]"'
 # Docs per graph call: sorted by length and cut into groups of at most this many rows, each
 # with at most PADDING_SHARE of padding (the LSTM pays for padding; the CRF loop pays per step
@@ -137,6 +144,126 @@ class BiLSTMFeatures:
         return inputs
 
 
+def strided_windows(n_tokens: int, window: int | None, stride: int | None) -> list[tuple]:
+    """The token ranges of spacy-transformers' ``strided_spans.v1`` (``get_strided_spans``),
+    or the whole doc (``doc_spans.v1``, ``window`` None)."""
+    if window is None or stride is None:
+        return [(0, n_tokens)] if n_tokens else []
+    spans = []
+    start = 0
+    for _ in range(n_tokens // stride):
+        spans.append((start, min(start + window, n_tokens)))
+        if start + window >= n_tokens:
+            break
+        start += stride
+    else:
+        if start < n_tokens:
+            spans.append((start, n_tokens))
+    return spans
+
+
+class TransformerFeatures:
+    """The transformer-CRF's inputs for a batch of docs, as spacy-transformers makes them.
+
+    Each doc is cut into windows of spaCy tokens (``strided_windows``); each window's text is
+    tokenised by the Hugging Face fast tokenizer (the ``tokenizers`` package, from the
+    exported ``tokenizer.json``) with its special tokens, and cut at the model's maximum
+    length (``truncate_oversize_splits``); the transformer graph gives the word-piece
+    vectors. A word piece belongs to every token whose characters, or the one character
+    after them, it covers (``align.get_span2wp_from_offset_mapping``); a token in two
+    windows has pieces in both. The pooling (``transformer.subword_pooling``) takes the
+    token's first piece in window order, or the mean of all; that is ``piece_index`` and
+    ``piece_weight`` for the head graph.
+    """
+
+    def __init__(self, settings: dict[str, Any], tokenizer_json: bytes) -> None:
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_str(tokenizer_json.decode("utf8"))
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+        self.window, self.stride = settings["window"], settings["stride"]
+        self.max_length = settings["max_length"]
+        self.mode = settings["pooling"]
+        self.width = int(settings["width"])
+        self.pad_id = int(settings["pad_id"])
+
+    def __call__(self, docs: list[Doc], width: int, run: Callable) -> dict[str, numpy.ndarray]:
+        """Inputs ``hidden``, ``piece_index`` and ``piece_weight`` of the head graph for
+        ``docs`` (padded to ``width`` tokens); ``run(ids, mask)`` runs the transformer."""
+        windows = []  # (row, start token, end token)
+        texts = []
+        for b, doc in enumerate(docs):
+            for start, end in strided_windows(len(doc), self.window, self.stride):
+                windows.append((b, start, end))
+                texts.append(doc[start:end].text)
+        encodings = self.tokenizer.encode_batch(texts) if texts else []
+        limit = self.max_length or max((len(e.ids) for e in encodings), default=0)
+        ids = [numpy.asarray(e.ids[:limit], dtype="int64") for e in encodings]
+        n_pieces = max((len(i) for i in ids), default=0)
+        hidden = self._transformer(ids, n_pieces, run)
+        # (row, token, flat piece index) of every aligned pair
+        rows, tokens, flat = [], [], []
+        starts = [numpy.asarray([t.idx for t in doc], dtype="int64") for doc in docs]
+        for w, ((b, start, end), encoding) in enumerate(zip(windows, encodings, strict=True)):
+            offsets = numpy.asarray(encoding.offsets[:limit], dtype="int64").reshape(-1, 2)
+            token_start = starts[b][start:end] - starts[b][start]
+            token_end = token_start + numpy.asarray([len(t) for t in docs[b][start:end]]) + 1
+            sizes = numpy.maximum(offsets[:, 1] - offsets[:, 0], 0)
+            piece = numpy.repeat(numpy.arange(len(offsets)), sizes)
+            chars = numpy.arange(sizes.sum()) - numpy.repeat(numpy.cumsum(sizes) - sizes, sizes)
+            chars += numpy.repeat(offsets[:, 0], sizes)
+            # The last token that starts at or before each character (a later token's range
+            # overwrites an earlier one's trailing character, as in spacy-transformers).
+            owner = numpy.searchsorted(token_start, chars, side="right") - 1
+            keep = (owner >= 0) & (chars < token_end[numpy.maximum(owner, 0)])
+            pairs = numpy.unique(numpy.stack([owner[keep], piece[keep]], axis=1), axis=0)
+            rows.append(numpy.full(len(pairs), b))
+            tokens.append(pairs[:, 0] + start)
+            flat.append(w * n_pieces + pairs[:, 1])
+        piece_index = numpy.zeros((len(docs), width, 1), dtype="int64")
+        piece_weight = numpy.zeros((len(docs), width, 1), dtype="float32")
+        if flat:
+            rows_a, tokens_a, flat_a = (numpy.concatenate(x) for x in (rows, tokens, flat))
+            order = numpy.lexsort((flat_a, tokens_a, rows_a))
+            rows_a, tokens_a, flat_a = rows_a[order], tokens_a[order], flat_a[order]
+            key = rows_a * width + tokens_a
+            new = numpy.ones(len(key), dtype=bool)
+            new[1:] = key[1:] != key[:-1]
+            if self.mode == "first":
+                piece_index[rows_a[new], tokens_a[new], 0] = flat_a[new] + 1
+                piece_weight[rows_a[new], tokens_a[new], 0] = 1.0
+            else:
+                group_start = numpy.flatnonzero(new)
+                counts = numpy.diff(numpy.append(group_start, len(key)))
+                rank = numpy.arange(len(key)) - numpy.repeat(group_start, counts)
+                piece_index = numpy.zeros((len(docs), width, counts.max()), dtype="int64")
+                piece_weight = numpy.zeros(piece_index.shape, dtype="float32")
+                piece_index[rows_a, tokens_a, rank] = flat_a + 1
+                piece_weight[rows_a, tokens_a, rank] = numpy.repeat(
+                    (1.0 / counts).astype("float32"), counts
+                )
+        return {"hidden": hidden, "piece_index": piece_index, "piece_weight": piece_weight}
+
+    def _transformer(self, ids: list[numpy.ndarray], n_pieces: int, run: Callable):
+        """Word-piece vectors ``(W, n_pieces, H)`` of the windows, computed in groups of
+        similar length (the vectors of a window don't depend on its group's padding)."""
+        hidden = numpy.zeros((len(ids), n_pieces, self.width), dtype="float32")
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        for first in range(0, len(order), WINDOWS_PER_CALL):
+            group = order[first : first + WINDOWS_PER_CALL]
+            longest = max(len(ids[i]) for i in group)
+            batch = numpy.full((len(group), longest), self.pad_id, dtype="int64")
+            mask = numpy.zeros((len(group), longest), dtype="int64")
+            for row, i in enumerate(group):
+                batch[row, : len(ids[i])] = ids[i]
+                mask[row, : len(ids[i])] = 1
+            out = run(batch, mask)
+            for row, i in enumerate(group):
+                hidden[i, : len(ids[i])] = out[row, : len(ids[i])]
+        return hidden
+
+
 class OnnxCRFEntityRecognizer(Pipe):
     """Named entities from an exported CRF tagger, decoded by the graph's constrained Viterbi."""
 
@@ -175,6 +302,7 @@ class OnnxCRFEntityRecognizer(Pipe):
         self._files: dict[str, bytes] = {}
         self._sessions: dict[str, Any] = {}
         self._featurizer: BiLSTMFeatures | None = None
+        self._transformer: TransformerFeatures | None = None
         self._pid = os.getpid()
 
     # ------------------------------------------------------------------ labels and tags
@@ -206,8 +334,9 @@ class OnnxCRFEntityRecognizer(Pipe):
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = inference_threads()
             options.inter_op_num_threads = 1
+            file = GRAPH_FILES.get(key) or TRANSFORMER_FILES[key]
             self._sessions[key] = onnxruntime.InferenceSession(
-                self._files[GRAPH_FILES[key]], options, providers=["CPUExecutionProvider"]
+                self._files[file], options, providers=["CPUExecutionProvider"]
             )
         return self._sessions[key]
 
@@ -293,7 +422,19 @@ class OnnxCRFEntityRecognizer(Pipe):
         if self._featurizer is None:
             features = self._settings["features"]
             self._featurizer = BiLSTMFeatures(features["tables"], features["n_chars"])
-        return self._featurizer(docs, width)
+        inputs = self._featurizer(docs, width) if self._settings["features"]["tables"] else {}
+        if self._settings.get("encoder") == "transformer":
+            if self._transformer is None:
+                self._transformer = TransformerFeatures(
+                    self._settings["transformer"], self._files[TRANSFORMER_FILES["tokenizer"]]
+                )
+            session = self._session("transformer")
+
+            def run(ids: numpy.ndarray, mask: numpy.ndarray) -> numpy.ndarray:
+                return session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+
+            inputs.update(self._transformer(docs, width, run))
+        return inputs
 
     def _rows(self, docs: list[Doc]) -> list[tuple[int, int, int]]:
         rows = []
@@ -424,7 +565,10 @@ class OnnxCRFEntityRecognizer(Pipe):
         require_onnxruntime()
         settings = srsly.read_json(path / CFG_FILE)
         files = {}
-        for file in GRAPH_FILES.values():
+        names = list(GRAPH_FILES.values())
+        if settings.get("encoder") == "transformer":
+            names += TRANSFORMER_FILES.values()
+        for file in names:
             if not (path / file).is_file():
                 raise ValueError(
                     f"[crf_ner_onnx] Could not load component '{self.name}': the file "
@@ -432,7 +576,7 @@ class OnnxCRFEntityRecognizer(Pipe):
                 )
             files[file] = (path / file).read_bytes()
         self._settings, self._files, self._sessions = settings, files, {}
-        self._featurizer = None
+        self._featurizer = self._transformer = None
         self.cfg = {"labels": list(settings["labels"])}
         self._session("model")  # a graph this onnxruntime can't run fails at load time
         return self
@@ -443,13 +587,14 @@ class OnnxCRFEntityRecognizer(Pipe):
     def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> Any:
         msg = srsly.msgpack_loads(bytes_data)
         self._settings, self._files, self._sessions = msg["settings"], msg["files"], {}
-        self._featurizer = None
+        self._featurizer = self._transformer = None
         self.cfg = {"labels": list(self._settings["labels"])}
         return self
 
     def __getstate__(self) -> dict[str, Any]:  # for spawned workers: sessions don't pickle
         state = dict(self.__dict__)
         state["_sessions"] = {}
+        state["_transformer"] = None
         return state
 
 

@@ -309,25 +309,6 @@ def test_unsupported_architecture_is_named(tmp_path):
     assert leftovers(tmp_path) == ["cnn"]
 
 
-def test_transformer_pipeline_is_refused_for_now(tiny_bert, en_train_data, tmp_path):
-    pytest.importorskip("spacy_transformers")
-    from spacy.util import load_config, load_model_from_config
-
-    cfg = load_config(
-        ROOT / "configs" / "transformer_crf.cfg",
-        overrides={"paths.transformer_model": str(tiny_bert.resolve())},
-        interpolate=True,
-    )
-    nlp = load_model_from_config(cfg, auto_fill=True, validate=True)
-    nlp.initialize(
-        lambda: [Example.from_dict(nlp.make_doc(t), {"entities": e}) for t, e in en_train_data]
-    )
-    nlp.to_disk(tmp_path / "bert")
-    code, output = cli("export", tmp_path / "bert", tmp_path / "out")
-    assert_one_line_failure(code, output, "transformer-CRF", "not supported by export yet")
-    assert leftovers(tmp_path) == ["bert"]
-
-
 def test_exported_pipeline_with_two_processes(exported, en_train_data):
     nlp = spacy.load(exported)
     texts = [text for text, _ in en_train_data] * 3

@@ -35,9 +35,10 @@ def export_cli(
     overwrite: OverwriteOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Write OUTPUT, a spaCy pipeline in which crf_ner (BiLSTM-CRF) runs on onnxruntime:
-    spacy.load(OUTPUT) needs neither torch nor MODEL. The CRF decode is inside
-    the graph; OUTPUT is written only once it has been checked against the torch pipeline.
+    """Write OUTPUT, a spaCy pipeline in which crf_ner (BiLSTM-CRF or transformer-CRF, with
+    its transformer) runs on onnxruntime: spacy.load(OUTPUT) needs neither torch nor MODEL.
+    The CRF decode is inside the graph; OUTPUT is written only once it has been checked
+    against the torch pipeline.
     Needs the onnx extra (pip install "spacy-crf-ner[onnx]")."""
     with user_errors(verbose):
         written = export_pipeline(
