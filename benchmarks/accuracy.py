@@ -21,6 +21,7 @@ configs should use is decided by this script's numbers. Corpora are read from --
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -45,11 +46,28 @@ def train_to_early_stop(
     overrides: list[str],
     reuse: bool = False,
 ) -> tuple[list[dict], float]:
-    """``spacy train`` with the config's own patience; the JSONL records of each evaluation."""
+    """``spacy train`` with the config's own patience; the JSONL records of each evaluation.
+
+    A finished run leaves ``<output>.run.json`` (the config's hash, seed, max_steps, overrides
+    and the training seconds), written only after ``spacy train`` returned. With ``reuse`` a run
+    is kept when that file matches this call; a run that was cut off (``model-best`` exists
+    but no ``.run.json``) or was trained with another config or overrides is trained again.
+    """
     log = output.with_suffix(".train.jsonl")
-    if reuse and (output / "model-best").exists() and log.exists():
-        records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-        return records, records[-1]["seconds"] if records else 0.0
+    done = output.with_suffix(".run.json")
+    settings = {
+        "config_sha256": hashlib.sha256(Path(config).read_bytes()).hexdigest(),
+        "seed": seed,
+        "max_steps": max_steps,
+        "overrides": list(overrides),
+    }
+    if reuse and done.exists() and (output / "model-best").exists() and log.exists():
+        finished = json.loads(done.read_text())
+        if {key: finished.get(key) for key in settings} == settings:
+            records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+            return records, finished["seconds"]
+        print(f"accuracy.py: {output} was trained with other settings; training it again")
+    done.unlink(missing_ok=True)
     log.unlink(missing_ok=True)
     env = {"BENCH_LOG": str(log), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     cmd = [
@@ -68,6 +86,7 @@ def train_to_early_stop(
     run(cmd, env=dict(os.environ, **env))
     elapsed = time.perf_counter() - begin
     records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    done.write_text(json.dumps({**settings, "seconds": elapsed}, indent=2))
     return records, elapsed
 
 
@@ -87,7 +106,9 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=0, help="0: the config's max_steps")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument(
-        "--reuse", action="store_true", help="keep runs whose model-best and log are in --out"
+        "--reuse",
+        action="store_true",
+        help="keep finished runs in --out trained with the same config, seed and overrides",
     )
     parser.add_argument("--crf-override", nargs="*", default=[], metavar="SECTION.KEY=VALUE")
     args = parser.parse_args()
