@@ -745,7 +745,7 @@ def _write(
             "window": info["window"],
             "stride": info["stride"],
             "pooling": info["pooling"],
-            "int8": "MatMul weights" if int8 else False,
+            "int8": "MatMul weights, per channel" if int8 else False,
             "tokenizer": "tokenizers (tokenizer.json)",
         }
     meta = srsly.read_json(path / "meta.json")

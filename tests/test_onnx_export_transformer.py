@@ -214,7 +214,7 @@ def test_int8_transformer_export_loads_and_tags(trf_export, tmp_path):
     assert code == 0, output
     nlp, torch_nlp = spacy.load(out), spacy.load(torch_path)
     info = nlp.meta["spacy_crf_ner_export"]
-    assert info["int8"] is True and info["transformer"]["int8"] == "MatMul weights"
+    assert info["int8"] is True and info["transformer"]["int8"] == "MatMul weights, per channel"
     texts = [doc.text for doc in sample_docs()]
     found = [[(e.start, e.end, e.label_) for e in doc.ents] for doc in nlp.pipe(texts)]
     expected = [[(e.start, e.end, e.label_) for e in d.ents] for d in torch_nlp.pipe(texts)]
@@ -223,6 +223,17 @@ def test_int8_transformer_export_loads_and_tags(trf_export, tmp_path):
     quantized = (out / "crf_ner" / "transformer.onnx").read_bytes()
     assert len(quantized) < (onnx_path / "crf_ner" / "transformer.onnx").stat().st_size
     assert b"MatMulInteger" in quantized or b"DynamicQuantize" in quantized
+    # one scale per output column of each quantised weight matrix, not one per matrix
+    import onnx
+
+    graph = onnx.load_from_string(quantized).graph
+    weights = {i.name: i for i in graph.initializer}
+    scales = [
+        weights[name[: -len("_quantized")] + "_scale"]
+        for name in weights
+        if name.endswith("_quantized") and name[: -len("_quantized")] + "_scale" in weights
+    ]
+    assert scales and all(len(s.dims) == 1 and s.dims[0] > 1 for s in scales)
 
 
 def test_two_processes_tag_like_one(trf_export):
