@@ -25,13 +25,16 @@ def scores_by_bias(nlp, path: Path, biases: tuple[float, ...]) -> dict[float, tu
     from spacy.tokens import DocBin
     from spacy.training import Example
 
+    from spacy_crf_ner.evaluate import token_copy
+
     pipe = nlp.get_pipe("crf_ner")
     outside = pipe.tag_names.index("O")
     golds = list(DocBin().from_disk(path).get_docs(nlp.vocab))
-    docs = [nlp.make_doc(gold.text) for gold in golds]
-    for name, component in nlp.pipeline:
-        if name != "crf_ner":
-            docs = list(component.pipe(docs))
+    # the gold tokens, through the components before crf_ner, as ``evaluate`` and
+    # ``calibrate`` do
+    upstream = nlp.pipe_names[: nlp.pipe_names.index("crf_ner")]
+    with nlp.select_pipes(enable=upstream):
+        docs = list(nlp.pipe(token_copy(gold, nlp.vocab) for gold in golds))
     emissions = pipe.model.predict(docs)
     result = {}
     for bias in biases:

@@ -228,11 +228,10 @@ def test_int8_transformer_export_loads_and_tags(trf_export, tmp_path):
 
     graph = onnx.load_from_string(quantized).graph
     weights = {i.name: i for i in graph.initializer}
-    scales = [
-        weights[name[: -len("_quantized")] + "_scale"]
-        for name in weights
-        if name.endswith("_quantized") and name[: -len("_quantized")] + "_scale" in weights
+    scale_names = [
+        n.removesuffix("_quantized") + "_scale" for n in weights if n.endswith("_quantized")
     ]
+    scales = [weights[name] for name in scale_names if name in weights]
     assert scales and all(len(s.dims) == 1 and s.dims[0] > 1 for s in scales)
 
 
