@@ -100,7 +100,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--corpus", choices=sorted(CORPORA), required=True)
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="how many seeds")
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="the first seed (seeds run from it up); two runs on two cores use two --out folders",
+    )
     parser.add_argument("--systems", default="crf_ner,spacy_ner")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-steps", type=int, default=0, help="0: the config's max_steps")
@@ -121,7 +127,7 @@ def main() -> None:
     }
     test = corpus / f"{spec['files'][2]}.spacy"
     runs: list[dict] = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for name in args.systems.split(","):
             output = args.out / f"{name}-seed{seed}"
             overrides = args.crf_override if name == "crf_ner" else []

@@ -789,17 +789,33 @@ def nll(
     constraints: CRFConstraints | None = None,
     reduction: str = "sum",
     algorithm: str = "auto",
+    cost: Tensor | None = None,
 ) -> Tensor:
     """Negative log-likelihood of gold ``tags`` or of partial labels ``allowed (B, T, K)``.
 
     With ``allowed``, the loss is log Z minus log Z restricted to the allowed tags: a position
     with a single allowed tag is fully labelled, one with every tag allowed is unlabelled.
     ``algorithm`` as in ``log_partition``.
+
+    ``cost (B, T, K)``, per position and tag, makes it the softmax-margin loss (Gimpel &
+    Smith 2010): ``log sum_y exp(score(y) + cost(y)) - score(gold)``, where a path's cost is
+    the sum of its tags' costs. The gold tags must cost 0 (and so must every allowed tag of a
+    partially labelled position); the model then learns a margin of ``cost`` against the
+    costly mistakes. Decoding is not changed by it.
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}")
     if (tags is None) == (allowed is None):
         raise ValueError("give exactly one of tags= (gold path) or allowed= (partial labels)")
+    if cost is not None:
+        if cost.shape != emissions.shape:
+            raise ValueError(
+                f"cost must have the emissions' shape {tuple(emissions.shape)}; "
+                f"got {tuple(cost.shape)}"
+            )
+        # With the gold tags at cost 0, adding the cost to both terms leaves the gold one as
+        # it was: only the partition function is augmented.
+        emissions = emissions + cost.to(device=emissions.device, dtype=emissions.dtype)
     prepared = _prepare(emissions, mask, transitions, start, end, constraints)
     emissions, mask = prepared[0], prepared[1]
     log_z = _log_partition(*prepared, algorithm=algorithm)

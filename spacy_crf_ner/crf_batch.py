@@ -165,13 +165,18 @@ class CRFBatch:
 
     # Training
 
-    def nll(self, gold: numpy.ndarray) -> tuple[float, Floats2d, dict[str, Any]]:
+    def nll(
+        self, gold: numpy.ndarray, recall_cost: float = 0.0, outside_tag: int | None = None
+    ) -> tuple[float, Floats2d, dict[str, Any]]:
         """Summed negative log-likelihood of ``gold`` and its gradients (batch built with
         ``requires_grad=True``; temperature 1).
 
         Args:
             gold: ``(B, T)`` tag ids aligned with ``segments.index``; -1 is a missing label
                 (any tag allowed there).
+            recall_cost: with ``outside_tag`` (the ``O`` tag's id), the softmax-margin loss
+                whose cost is this much for every gold entity token tagged ``O`` (a
+                recall-oriented cost, as Mohit et al. 2012 for the perceptron); 0: the NLL.
 
         Returns:
             The loss, its gradient w.r.t. the flat emissions ``(N, K)`` (0 in rows no sequence
@@ -188,6 +193,11 @@ class CRFBatch:
             raise ValueError("CRFBatch.nll needs a batch built with requires_grad=True")
         gold_t = torch.as_tensor(gold, device=self._flat.device)
         kwargs = {"constraints": self.constraints, "reduction": "none", "algorithm": self.algorithm}
+        if recall_cost and outside_tag is not None:
+            missed = (gold_t >= 0) & (gold_t != outside_tag)
+            cost = torch.zeros_like(self.emissions)
+            cost[..., outside_tag] = recall_cost * missed.to(cost.dtype)
+            kwargs["cost"] = cost
         if bool((gold[self.segments.index >= 0] >= 0).all()):
             losses = nll(
                 self.emissions, self.mask, *self._params, tags=gold_t.clamp(min=0), **kwargs
@@ -334,15 +344,18 @@ def crf_loss(
     segments: Segments,
     gold: numpy.ndarray,
     constraints: CRFConstraints | None = None,
+    recall_cost: float = 0.0,
+    outside_tag: int | None = None,
 ) -> tuple[float, Floats2d, dict[str, Any]]:
     """Summed CRF negative log-likelihood of one padded batch, in one CRF call.
 
     ``gold`` is (B, T) tag ids aligned with ``segments.index``; -1 marks a missing label (any
     tag allowed there). Returns the loss, its gradient w.r.t. the flat emissions (rows that no
     segment uses get 0) and the gradients of the CRF params, for ``crf.inc_grad``.
+    ``recall_cost``/``outside_tag``: see ``CRFBatch.nll``.
     """
     batch = CRFBatch(crf, flat_emissions, segments, constraints, requires_grad=True)
-    return batch.nll(gold)
+    return batch.nll(gold, recall_cost, outside_tag)
 
 
 # --------------------------------------------------------------------------------------------

@@ -122,6 +122,7 @@ class CRFEntityRecognizer(TrainablePipe):
         distill_weight: float = 0.5,
         distill_temperature: float = 1.0,
         distill_hard: bool = False,
+        recall_cost: float = 0.0,
         scorer: Callable | None = entity_score,
     ) -> None:
         """Initialize the component; see ``make_crf_ner`` for the settings.
@@ -171,6 +172,9 @@ class CRFEntityRecognizer(TrainablePipe):
             self._setting_error("distill_temperature", distill_temperature, "a positive number")
         self.distill_temperature = float(distill_temperature)
         self.distill_hard = self._check_bool("distill_hard", distill_hard)
+        if not (_is_number(recall_cost) and 0.0 <= recall_cost < math.inf):
+            self._setting_error("recall_cost", recall_cost, "a number >= 0")
+        self.recall_cost = float(recall_cost)
         self.cfg: dict[str, Any] = {"labels": [], "tag_scheme": self._check_scheme(tag_scheme)}
         self._constraints: dict[tuple, Any] = {}
         # The model as it was before fine-tuning (``nlp.resume_training``), for ``rehearse``.
@@ -850,7 +854,9 @@ class CRFEntityRecognizer(TrainablePipe):
         scores: list[Floats2d],
         golds: list[list[str | None] | None],
     ) -> tuple[float, list[Floats2d], dict[str, Any]]:
-        """The CRF negative log-likelihood of the gold tags of the docs with ``golds``."""
+        """The CRF negative log-likelihood of the gold tags of the docs with ``golds``
+        (with ``recall_cost``, the softmax-margin loss that charges each missed gold entity
+        token that much)."""
         ops = self.model.ops
         docs = [eg.predicted for eg in examples]
         segments, where = self._segments(docs, golds)
@@ -868,8 +874,9 @@ class CRFEntityRecognizer(TrainablePipe):
         hidden = set(self.untrained_labels) - _gold_labels(golds)
         try:
             loss, d_flat, param_grads = crf_loss(
-                crf, ops.flatten(scores), segments, gold, self._get_constraints(hidden)
-            )
+                crf, ops.flatten(scores), segments, gold, self._get_constraints(hidden),
+                recall_cost=self.recall_cost, outside_tag=self.tag_names.index("O"),
+            )  # fmt: skip
         except NonFiniteLoss as err:
             doc = docs[where[err.rows[0]][0]]
             if not err.scores_finite:

@@ -55,6 +55,7 @@ DEFAULT_MODEL = Config().from_str(DEFAULT_CRF_NER_MODEL)["model"]
         "distill_weight": 0.5,
         "distill_temperature": 1.0,
         "distill_hard": False,
+        "recall_cost": 0.0,
         "scorer": {"@scorers": "spacy_crf_ner.entity_scorer.v1"},
     },
     default_score_weights={
@@ -79,6 +80,7 @@ def make_crf_ner(
     distill_weight: float = 0.5,
     distill_temperature: float = 1.0,
     distill_hard: bool = False,
+    recall_cost: float = 0.0,
     scorer: Callable | None = None,
 ) -> Any:
     """Create a CRF entity recognizer (``CRFEntityRecognizer``).
@@ -110,6 +112,10 @@ def make_crf_ner(
         taken; > 1 passes on more of its uncertainty.
     distill_hard: learn the teacher's Viterbi path as hard silver labels (self-training)
         instead of its whole distribution (KL between the two CRFs).
+    recall_cost: > 0 trains with the softmax-margin loss (Gimpel & Smith 2010) instead of
+        the likelihood: while training, every tag sequence is scored this much higher per
+        gold entity token it tags O, so the model learns to keep a margin against missing
+        entities (a recall-oriented cost). Decoding is unchanged. 0: the CRF likelihood.
     scorer: the scoring method, ``spacy_crf_ner.entity_scorer.v1`` by default.
 
     Every setting is checked when the component is made (a ValueError names it).
@@ -131,5 +137,6 @@ def make_crf_ner(
         distill_weight=distill_weight,
         distill_temperature=distill_temperature,
         distill_hard=distill_hard,
+        recall_cost=recall_cost,
         scorer=scorer,
     )

@@ -72,6 +72,32 @@ def test_gold_score_and_nll_against_brute_force(random_case, enumerate_paths, se
         torch.testing.assert_close(losses[b], expected)
 
 
+@pytest.mark.parametrize("seed,constrained", CASES[:8])
+def test_softmax_margin_against_brute_force(random_case, enumerate_paths, seed, constrained):
+    """With a cost, the loss is log sum_y exp(score(y) + cost(y)) - score(gold), each path's
+    cost the sum of its tags' costs; the gold tags cost 0."""
+    emissions, mask, params, constraints = random_case(seed, 3, 4, 3, constrained)
+    paths, _ = crf.viterbi(emissions, mask, *params, constraints)
+    tags = paths.clamp(min=0)
+    cost = torch.rand(emissions.shape, generator=torch.Generator().manual_seed(seed)) * 2
+    cost = cost.to(emissions.dtype).scatter(-1, tags.unsqueeze(-1), 0.0)
+    losses = crf.nll(emissions, mask, *params, tags=tags, constraints=constraints,
+                     reduction="none", cost=cost)  # fmt: skip
+    plain = crf.nll(emissions, mask, *params, tags=tags, constraints=constraints, reduction="none")
+    for b, n in enumerate(mask.sum(1).tolist()):
+        if n == 0:
+            assert losses[b] == 0
+            continue
+        scores = enumerate_paths(emissions[b], n, params, constraints)
+        augmented = [v + sum(cost[b, t, p[t]] for t in range(n)) for p, v in scores.items()]
+        path = tuple(tags[b, :n].tolist())
+        expected = torch.logsumexp(torch.stack(augmented), 0) - scores[path]
+        torch.testing.assert_close(losses[b], expected)
+        assert losses[b] > plain[b]  # every other path costs more than 0
+    with pytest.raises(ValueError, match="cost must have the emissions' shape"):
+        crf.nll(emissions, mask, *params, tags=tags, cost=cost[:, :1])
+
+
 def test_forbidden_gold_path_has_infinite_loss():
     constraints = CRFConstraints(
         torch.tensor([[True, False], [True, True]]),

@@ -564,6 +564,38 @@ def test_training_unconstrained(make_nlp, make_examples):
         assert ner.scheme.validate(tags) == []
 
 
+def test_recall_cost_charges_missed_entity_tokens_only(make_nlp, make_examples):
+    """``recall_cost`` makes the loss the softmax margin against tagging gold entity tokens O:
+    nothing changes for a doc without entities; with entities the loss is higher, the score
+    of O at an entity token is pushed down harder and no other score's gradient moves as much
+    (an entity tag's gradient changes only through the shared normaliser)."""
+    fix_random_seed(0)
+    nlp, ner = make_nlp()
+    examples = make_examples(nlp)
+    empty = make_examples(nlp, [("nothing to find here at all", [])])
+    optimizer = nlp.initialize(get_examples=lambda: examples)
+    for _ in range(3):
+        nlp.update(examples, sgd=optimizer)
+    outside = ner.tag_names.index("O")
+    for batch in (empty, examples):
+        scores = ner.model.predict([eg.predicted for eg in batch])
+        ner.recall_cost = 0.0
+        plain, d_plain = ner.get_loss(batch, scores)
+        ner.recall_cost = 2.0
+        margin, d_margin = ner.get_loss(batch, scores)
+        if batch is empty:
+            assert margin == pytest.approx(plain)
+            continue
+        assert margin > plain + 1.0
+        biluo = examples[0].get_aligned_ner()
+        inside = [i for i, tag in enumerate(biluo) if tag != "O"]
+        assert inside
+        for i in inside:
+            assert d_margin[0][i, outside] > d_plain[0][i, outside] + 0.05
+    with pytest.raises(ValueError, match="recall_cost of component 'crf_ner' must be"):
+        make_nlp(recall_cost=-1.0)
+
+
 def test_non_finite_loss_error(make_nlp, make_examples):
     """A CRF that gives the gold tag sequence no probability: an error that names the
     component and the doc and says what to do, not an infinite loss."""

@@ -21,6 +21,7 @@ CONFIG_ERRORS = [
     ("temperature", 0.0, "a positive number"),
     ("temperature", -1.0, "a positive number"),
     ("spans_key", "", "a non-empty string"),
+    ("recall_cost", -0.5, "a number >= 0"),
     ("tag_scheme", "XYZ", "Unknown tag scheme 'XYZ'"),
 ]
 
@@ -44,6 +45,8 @@ TYPE_ERRORS = [
     ("temperature", math.inf, "a positive number"),
     ("temperature", True, "a positive number"),
     ("spans_key", 3, "a non-empty string"),
+    ("recall_cost", math.inf, "a number >= 0"),
+    ("recall_cost", "1", "a number >= 0"),
     ("scorer", "spacy_crf_ner.entity_scorer.v1", "a function or null"),
 ]
 
@@ -71,7 +74,9 @@ def test_good_settings_are_kept():
         "constrained": False,
         "spans_key": "k",
         "tag_scheme": "bioes",
+        "recall_cost": 1,
     }
     ner = nlp.add_pipe("crf_ner", config=config)
     assert (ner.max_candidate_length, ner.candidate_threshold, ner.temperature) == (1, 1.0, 2.0)
     assert (ner.constrained, ner.spans_key, ner.scheme.name) == (False, "k", "BIOES")
+    assert ner.recall_cost == 1.0
