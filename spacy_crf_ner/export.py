@@ -265,6 +265,12 @@ def read_bilstm_crf(component: Any) -> dict[str, Any]:
 def _read_hash_embed(embed: Model) -> dict[str, Any]:
     """The tables, Maxout mixers (and character embeddings) of a MultiHashEmbed (concatenated
     with a CharacterEmbed)."""
+    for name, setting in (("char_cnn", "char_cnn"), ("ngram_features", "ngram_size")):
+        if _nodes(embed, name):
+            raise ExportError(
+                f"the encoder uses {setting}: export cannot write it to ONNX yet; train "
+                f"with {setting} = 0 (the shipped configs do) to deploy without torch"
+            )
     has_chars = bool(_nodes(embed, "charembed"))
     blocks = list(embed.layers) if has_chars else [embed]
     if len(blocks) != (2 if has_chars else 1):

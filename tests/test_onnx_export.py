@@ -309,6 +309,26 @@ def test_unsupported_architecture_is_named(tmp_path):
     assert leftovers(tmp_path) == ["cnn"]
 
 
+@pytest.mark.parametrize("setting", ["char_cnn", "ngram_size"])
+def test_encoder_option_export_cannot_write_is_named(tmp_path, setting):
+    """The character CNN and the n-gram embeddings have no ONNX graph yet: refused by name,
+    not with an error about table widths."""
+    nlp = spacy.blank("en")
+    value = 2 if setting == "ngram_size" else 8
+    model = {
+        "@architectures": "spacy_crf_ner.CRFTagger.v1",
+        "tok2vec": {"@architectures": "spacy_crf_ner.BiLSTMEncoder.v1", "width": 16,
+                    "embed_size": 100, "lstm_width": 8, setting: value},
+    }  # fmt: skip
+    nlp.add_pipe("crf_ner", config={"model": model})
+    examples = [Example.from_dict(nlp.make_doc("Paris is nice"), {"entities": [(0, 5, "LOC")]})]
+    nlp.initialize(lambda: examples)
+    nlp.to_disk(tmp_path / "pipeline")
+    code, output = cli("export", tmp_path / "pipeline", tmp_path / "out")
+    assert_one_line_failure(code, output, f"uses {setting}", "cannot write it")
+    assert leftovers(tmp_path) == ["pipeline"]
+
+
 def test_exported_pipeline_with_two_processes(exported, en_train_data):
     nlp = spacy.load(exported)
     texts = [text for text, _ in en_train_data] * 3
