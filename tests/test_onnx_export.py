@@ -292,18 +292,21 @@ def test_pipeline_without_crf_ner_is_refused(tmp_path):
     assert leftovers(tmp_path) == ["plain"]
 
 
-def test_unsupported_architecture_is_named(tmp_path):
+def save_initialized_pipeline(path: Path, tok2vec: dict) -> None:
+    """A crf_ner over ``tok2vec``, initialized on one sentence and saved to ``path``."""
     nlp = spacy.blank("en")
-    model = {
-        "@architectures": "spacy_crf_ner.CRFTagger.v1",
-        "tok2vec": {"@architectures": "spacy.HashEmbedCNN.v2", "width": 16, "depth": 1,
-                    "embed_size": 100, "window_size": 1, "maxout_pieces": 2,
-                    "subword_features": True, "pretrained_vectors": None},
-    }  # fmt: skip
+    model = {"@architectures": "spacy_crf_ner.CRFTagger.v1", "tok2vec": tok2vec}
     nlp.add_pipe("crf_ner", config={"model": model})
     examples = [Example.from_dict(nlp.make_doc("Paris is nice"), {"entities": [(0, 5, "LOC")]})]
     nlp.initialize(lambda: examples)
-    nlp.to_disk(tmp_path / "cnn")
+    nlp.to_disk(path)
+
+
+def test_unsupported_architecture_is_named(tmp_path):
+    tok2vec = {"@architectures": "spacy.HashEmbedCNN.v2", "width": 16, "depth": 1,
+               "embed_size": 100, "window_size": 1, "maxout_pieces": 2,
+               "subword_features": True, "pretrained_vectors": None}  # fmt: skip
+    save_initialized_pipeline(tmp_path / "cnn", tok2vec)
     code, output = cli("export", tmp_path / "cnn", tmp_path / "out")
     assert_one_line_failure(code, output, "spacy.HashEmbedCNN.v2", "not supported")
     assert leftovers(tmp_path) == ["cnn"]
@@ -313,17 +316,10 @@ def test_unsupported_architecture_is_named(tmp_path):
 def test_encoder_option_export_cannot_write_is_named(tmp_path, setting):
     """The character CNN and the n-gram embeddings have no ONNX graph yet: refused by name,
     not with an error about table widths."""
-    nlp = spacy.blank("en")
     value = 2 if setting == "ngram_size" else 8
-    model = {
-        "@architectures": "spacy_crf_ner.CRFTagger.v1",
-        "tok2vec": {"@architectures": "spacy_crf_ner.BiLSTMEncoder.v1", "width": 16,
-                    "embed_size": 100, "lstm_width": 8, setting: value},
-    }  # fmt: skip
-    nlp.add_pipe("crf_ner", config={"model": model})
-    examples = [Example.from_dict(nlp.make_doc("Paris is nice"), {"entities": [(0, 5, "LOC")]})]
-    nlp.initialize(lambda: examples)
-    nlp.to_disk(tmp_path / "pipeline")
+    tok2vec = {"@architectures": "spacy_crf_ner.BiLSTMEncoder.v1", "width": 16,
+               "embed_size": 100, "lstm_width": 8, setting: value}  # fmt: skip
+    save_initialized_pipeline(tmp_path / "pipeline", tok2vec)
     code, output = cli("export", tmp_path / "pipeline", tmp_path / "out")
     assert_one_line_failure(code, output, f"uses {setting}", "cannot write it")
     assert leftovers(tmp_path) == ["pipeline"]
