@@ -64,17 +64,25 @@ def run(cmd: list[str], **kwargs) -> None:
 
 
 def prepare_corpus(spec: dict, data_dir: Path, out: Path) -> Path:
-    """Convert the corpus's train/dev/test files into ``out/corpus`` (once) and return it."""
+    """Convert the corpus's train/dev/test files into ``out/corpus`` (once) and return it.
+
+    The conversion options are recorded beside the files (``convert.json``): a corpus converted
+    with other options (e.g. before Weibo became one post per Doc) is converted again, not reused.
+    """
     corpus = out / "corpus"
     inputs = [data_dir / spec["dir"] / name for name in spec["files"]]
     missing = [str(path) for path in inputs if not path.exists()]
     if missing:
         sys.exit(f"corpus files not found: {', '.join(missing)} (see --data-dir)")
-    if not all((corpus / f"{name}.spacy").exists() for name in spec["files"]):
+    options = ["--lang", spec["lang"], *spec["convert"]]
+    record = corpus / "convert.json"
+    converted = all((corpus / f"{name}.spacy").exists() for name in spec["files"])
+    if not converted or not record.exists() or json.loads(record.read_text()) != options:
         run(
             [sys.executable, "-m", "spacy_crf_ner", "convert", *inputs, "--output-dir", corpus,
-             "--lang", spec["lang"], "--overwrite", *spec["convert"]]
+             "--overwrite", *options]
         )  # fmt: skip
+        record.write_text(json.dumps(options))
     return corpus
 
 
