@@ -503,7 +503,7 @@ def test_a_dead_or_hung_worker_stops_the_other_within_the_timeout(tmp_path, en_t
         for proc in procs:
             proc.kill()
             proc.wait()
-    assert procs[0].returncode == 1
+    assert procs[0].returncode == 1, stderr
     assert waited < timeout + 30
     assert "✘ Rank 0: the other workers did not answer" in stderr, stderr
     assert "Traceback" not in stderr
