@@ -35,6 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_ner import CORPORA, ROOT, evaluate, prepare_corpus, run, spacy_ner_config  # noqa: E402
 
 
+def convert_options(corpus: Path) -> list[str] | None:
+    """The options ``prepare_corpus`` converted ``corpus`` with (None if not recorded)."""
+    record = corpus / "convert.json"
+    return json.loads(record.read_text()) if record.exists() else None
+
+
 def train_to_early_stop(
     config: Path,
     corpus: Path,
@@ -48,10 +54,12 @@ def train_to_early_stop(
 ) -> tuple[list[dict], float]:
     """``spacy train`` with the config's own patience; the JSONL records of each evaluation.
 
-    A finished run leaves ``<output>.run.json`` (the config's hash, seed, max_steps, overrides
-    and the training seconds), written only after ``spacy train`` returned. With ``reuse`` a run
-    is kept when that file matches this call; a run that was cut off (``model-best`` exists
-    but no ``.run.json``) or was trained with another config or overrides is trained again.
+    A finished run leaves ``<output>.run.json`` (the config's hash, seed, max_steps, overrides,
+    the corpus's convert options and the training seconds), written only after ``spacy train``
+    returned. With ``reuse`` a run is kept when that file matches this call; a run that was cut
+    off (``model-best`` exists but no ``.run.json``) or was trained with another config,
+    overrides or conversion of the corpus (``prepare_corpus`` converts again when its options
+    change) is trained again.
     """
     log = output.with_suffix(".train.jsonl")
     done = output.with_suffix(".run.json")
@@ -60,6 +68,7 @@ def train_to_early_stop(
         "seed": seed,
         "max_steps": max_steps,
         "overrides": list(overrides),
+        "convert": convert_options(corpus),
     }
     if reuse and done.exists() and (output / "model-best").exists() and log.exists():
         finished = json.loads(done.read_text())

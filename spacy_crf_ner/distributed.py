@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy
 import torch
@@ -138,9 +138,25 @@ def init_workers(env: WorkerEnv, *, gpu_id: int, timeout: float) -> bool:
 
 
 def shutdown_workers() -> None:
-    """Leave the process group (every rank, also after an error)."""
+    """Leave the process group (every rank, at the end of a run that went well)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def exit_after_failure(message: str) -> NoReturn:
+    """Print a worker's error and end the process now, without tearing the group down.
+
+    Once a peer has died, gloo can abort the whole process (SIGABRT, with no message of ours)
+    while its connections to that peer are destroyed: ``destroy_process_group`` or the
+    interpreter's exit runs C++ destructors that throw (pytorch/pytorch#50701 and gloo's
+    "terminate called after throwing an instance of 'gloo::IoException'"). The error is
+    printed first and the process leaves with ``os._exit``, skipping those destructors; what
+    the run saves (spaCy's loop writes model-last on rank 0) is written before this point.
+    """
+    sys.stdout.flush()
+    sys.stderr.write(f"✘ {message}\n")
+    sys.stderr.flush()
+    os._exit(1)
 
 
 class Watchdog:
@@ -175,12 +191,10 @@ class Watchdog:
                 what = self._what
             if expired:
                 rank, _ = rank_and_world_size()
-                sys.stderr.write(
-                    f"✘ Rank {rank}: no answer from the other workers while {what}; a worker "
-                    "died or hangs. Stopping.\n"
+                exit_after_failure(
+                    f"Rank {rank}: no answer from the other workers while {what}; a worker "
+                    "died or hangs. Stopping."
                 )
-                sys.stderr.flush()
-                os._exit(1)
 
 
 _watchdog: Watchdog | None = None
@@ -742,6 +756,7 @@ def train_worker(
     if env.rank == 0 and output_path is not None:
         Path(output_path).mkdir(parents=True, exist_ok=True)
     created_group = init_workers(env, gpu_id=gpu_id, timeout=timeout)
+    peer_lost = False
     try:
         config = util.load_config(config_path, overrides=overrides, interpolate=False)
         shard_config_batcher(config)
@@ -768,8 +783,11 @@ def train_worker(
         check_same_weights(models, "at the end")
         barrier("finishing (rank 0 saves the pipeline)")
         return nlp
+    except DistributedTrainingError:
+        peer_lost = True  # the group is left as it is: see exit_after_failure
+        raise
     finally:
-        if created_group:
+        if created_group and not peer_lost:
             shutdown_workers()
 
 

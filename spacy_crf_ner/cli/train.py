@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +15,7 @@ from wasabi import msg
 from ..distributed import (
     DEFAULT_TIMEOUT,
     DistributedTrainingError,
+    exit_after_failure,
     launch_workers,
     train_worker,
     worker_env,
@@ -95,6 +97,7 @@ def train_cli(
     """Train with spaCy's loop on several workers: each takes a share of every batch, the
     gradients are summed over the workers, rank 0 evaluates and saves. Config overrides
     (--training.max_steps 1000, --paths.train ...) follow the options, as for spacy train."""
+    env = None
     try:
         if not config_path.is_file():
             raise FileNotFoundError(f"Config file not found: {config_path}")
@@ -138,6 +141,10 @@ def train_cli(
         with show_validation_error(config_path, hint_fill=False):
             train_worker(config_path, output, overrides, env, gpu_id=gpu_id, timeout=timeout)
     except DistributedTrainingError as err:
-        fail(str(err), verbose=verbose)
+        if env is None:  # the launcher: no process group of its own
+            fail(str(err), verbose=verbose)
+        if verbose:
+            traceback.print_exc()
+        exit_after_failure(str(err))
     except USER_ERRORS as err:
         fail(str(err), verbose=verbose)
