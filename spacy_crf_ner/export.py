@@ -1,11 +1,11 @@
 """Export a pipeline's ``crf_ner`` to ONNX: a spaCy pipeline that runs without torch.
 
 BiLSTM-CRF: the trained Thinc model is read layer by layer and written as one ONNX graph: the
-hash-embedding tables (and the character embeddings), the Maxout + LayerNorm mixing, the
-bidirectional LSTM (ONNX ``LSTM`` with per-sequence lengths), the emission layer and the
-constrained Viterbi decode (``onnx_crf.add_viterbi``). What stays on the spaCy side is what
-spaCy computes anyway: the token attributes, their hashes and the UTF-8 bytes of each word
-(``onnx_pipe.BiLSTMFeatures``).
+hash-embedding tables (and the character embeddings or the character CNN), the Maxout +
+LayerNorm mixing, the bidirectional LSTM (ONNX ``LSTM`` with per-sequence lengths), the emission
+layer and the constrained Viterbi decode (``onnx_crf.add_viterbi``). What stays on the spaCy
+side is what spaCy computes anyway: the token attributes, their hashes, the UTF-8 bytes of each
+word and the hashes of its characters (``onnx_pipe.BiLSTMFeatures``).
 
 Transformer-CRF (a spacy-transformers ``transformer`` component and crf_ner's
 ``TransformerListener``, alone or in ``CasedFeatures``): the Hugging Face model becomes
@@ -265,15 +265,17 @@ def read_bilstm_crf(component: Any) -> dict[str, Any]:
 def _read_hash_embed(embed: Model) -> dict[str, Any]:
     """The tables, Maxout mixers (and character embeddings) of a MultiHashEmbed (concatenated
     with a CharacterEmbed)."""
-    for name, setting in (("char_cnn", "char_cnn"), ("ngram_features", "ngram_size")):
-        if _nodes(embed, name):
-            raise ExportError(
-                f"the encoder uses {setting}: export cannot write it to ONNX yet; train "
-                f"with {setting} = 0 (the shipped configs do) to deploy without torch"
-            )
+    if _nodes(embed, "ngram_features"):
+        raise ExportError(
+            "the encoder uses ngram_size: export cannot write it to ONNX yet; train with "
+            "ngram_size = 0 (the shipped configs do) to deploy without torch"
+        )
     has_chars = bool(_nodes(embed, "charembed"))
-    blocks = list(embed.layers) if has_chars else [embed]
-    if len(blocks) != (2 if has_chars else 1):
+    cnn_blocks = _nodes(embed, "char_cnn")
+    # BiLSTMEncoder concatenates [hash embeddings, CharacterEmbed?, CharCNN?] in this order.
+    layers = list(embed.layers) if has_chars or cnn_blocks else [embed]
+    blocks = [layer for layer in layers if layer.name != "char_cnn"]
+    if len(blocks) != (2 if has_chars else 1) or (cnn_blocks and layers[-1] is not cnn_blocks[0]):
         raise ExportError(f"unexpected embedding layers in '{embed.name}'")
     tables = []
     for block_index, block in enumerate(blocks):
@@ -291,7 +293,24 @@ def _read_hash_embed(embed: Model) -> dict[str, Any]:
     if has_chars:
         char = _one(blocks[1], "charembed")
         chars = {"nC": char.get_dim("nC"), "E": numpy.asarray(char.get_param("E"), "float32")}
-    return {"tables": tables, "mixers": [_maxout_params(b) for b in blocks], "chars": chars}
+    return {
+        "tables": tables,
+        "mixers": [_maxout_params(b) for b in blocks],
+        "chars": chars,
+        "char_cnn": _read_char_cnn(cnn_blocks[0]) if cnn_blocks else None,
+    }
+
+
+def _read_char_cnn(cnn: Model) -> dict[str, Any]:
+    """The character table, window and Maxout + LayerNorm of a ``chars.CharCNN``."""
+    table = _one(cnn, "hashembed")
+    return {
+        "E": numpy.asarray(table.get_param("E"), dtype="float32"),
+        "seed": int(table.attrs["seed"]),
+        "window": int(_one(cnn, "expand_window").attrs["window_size"]),
+        "max_chars": int(cnn.attrs["max_chars"]),
+        "mixer": _maxout_params(cnn),
+    }
 
 
 def _read_head(component: Any) -> dict[str, Any]:
@@ -414,12 +433,13 @@ def _lstm_weights(state: dict[str, numpy.ndarray], layer: int) -> tuple[numpy.nd
     return numpy.stack(weights), numpy.stack(recurrent), numpy.stack(biases)
 
 
-def _maxout(g: GraphBuilder, x: str, params: dict[str, numpy.ndarray]) -> str:
+def _maxout(g: GraphBuilder, x: str, params: dict[str, numpy.ndarray], rank: int = 3) -> str:
+    """Thinc's Maxout + LayerNorm over the last axis of a rank-``rank`` tensor."""
     n_out, n_pieces = (int(v) for v in params["pieces"])
     y = g.op("Add", [g.op("MatMul", [x, g.const(params["W"], "maxout_W", "float32")]),
                      g.const(params["b"], "maxout_b", "float32")])  # fmt: skip
-    y = g.op("Reshape", [y, g.const([0, 0, n_out, n_pieces], "shape", "int64")])
-    y = g.reduce("ReduceMax", y, [3])
+    y = g.op("Reshape", [y, g.const([0] * (rank - 1) + [n_out, n_pieces], "shape", "int64")])
+    y = g.reduce("ReduceMax", y, [rank])
     return g.op(
         "LayerNormalization",
         [
@@ -470,7 +490,46 @@ def _hash_embeddings(g: GraphBuilder, weights: dict[str, Any], inputs: list[Any]
             embedded = g.op("Reshape", [embedded, g.const([0, 0, -1], "shape", "int64")])
             part = g.op("Concat", [embedded, part], axis=-1)
         blocks.append(_maxout(g, part, mixer))
+    if weights.get("char_cnn") is not None:
+        blocks.append(_char_cnn(g, weights["char_cnn"], inputs))
     return blocks[0] if len(blocks) == 1 else g.op("Concat", blocks, axis=-1)
+
+
+def _char_cnn(g: GraphBuilder, cnn: dict[str, Any], inputs: list[Any]) -> str:
+    """``chars.CharCNN`` from ``cnn_rows (B, T, C, 4)`` (each character's hash rows) and
+    ``cnn_mask (B, T, C, 1)`` (true where the word has that character): embed, zero beyond
+    the word (thinc's ``seq2col`` pads each word with zeros), the window of neighbours,
+    Maxout + LayerNorm, and the maximum over the word's characters."""
+    from onnx import TensorProto, helper
+
+    inputs += [
+        helper.make_tensor_value_info("cnn_rows", TensorProto.INT64, ["batch", "time", "chars", 4]),
+        helper.make_tensor_value_info("cnn_mask", TensorProto.BOOL, ["batch", "time", "chars", 1]),
+    ]
+    table = g.const(cnn["E"], "cnn_table", "float32")
+    x = None
+    for key in range(4):
+        index = g.op("Gather", ["cnn_rows", g.const(key, "key", "int64")], axis=3)
+        vectors = g.op("Gather", [table, index], axis=0)
+        x = vectors if x is None else g.op("Add", [x, vectors])
+    zero = g.const(numpy.float32(0.0), "zero")
+    x = g.op("Where", ["cnn_mask", x, zero])
+    window = cnn["window"]
+    if window:
+        pads = [0, 0, window, 0, 0, 0, window, 0]
+        padded = g.op("Pad", [x, g.const(pads, "pads", "int64")])
+        # seq2col's columns: the characters at offsets -window .. +window, in that order.
+        shifted = []
+        for offset in range(2 * window + 1):
+            end = offset - 2 * window
+            shifted.append(g.op("Slice", [
+                padded, g.const([offset], "start", "int64"),
+                g.const([end if end else numpy.iinfo("int64").max], "end", "int64"),
+                g.const([2], "axes", "int64")]))  # fmt: skip
+        x = g.op("Concat", shifted, axis=-1)
+    y = _maxout(g, x, cnn["mixer"], rank=4)
+    y = g.op("Where", ["cnn_mask", y, g.const(numpy.float32("-inf"), "neg_inf")])
+    return g.reduce("ReduceMax", y, [2])
 
 
 def _tagger_model(
@@ -698,6 +757,10 @@ def _write(
     pipe = nlp.get_pipe(name)
     tables = weights["tables"]
     offsets = numpy.cumsum([0] + [len(t["table"]) for t in tables])[:-1]
+    cnn = weights.get("char_cnn")
+    cnn_settings = None
+    if cnn is not None:
+        cnn_settings = {"seed": cnn["seed"], "rows": len(cnn["E"]), "max_chars": cnn["max_chars"]}
     settings = {
         "labels": list(pipe.labels),
         "tag_scheme": pipe.scheme.name,
@@ -709,6 +772,7 @@ def _write(
                 for t, o in zip(tables, offsets, strict=True)
             ],
             "n_chars": None if weights["chars"] is None else int(weights["chars"]["nC"]),
+            "char_cnn": cnn_settings,
         },  # fmt: skip
         "crf": {
             key: value.tolist()

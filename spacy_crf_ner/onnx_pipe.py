@@ -116,13 +116,19 @@ class BiLSTMFeatures:
     ``NumpyOps.hash(attr, seed) % rows`` (4 keys each), plus the offset.
     """
 
-    def __init__(self, tables: list[dict[str, Any]], n_chars: int | None) -> None:
+    def __init__(
+        self,
+        tables: list[dict[str, Any]],
+        n_chars: int | None,
+        char_cnn: dict[str, Any] | None = None,
+    ) -> None:
         from thinc.api import NumpyOps
 
         self.ops = NumpyOps()
         self.tables = tables
         self.attrs = list(dict.fromkeys(t["attr"] for t in tables))
         self.n_chars = n_chars
+        self.char_cnn = char_cnn
 
     def __call__(self, docs: list[Doc], width: int) -> dict[str, numpy.ndarray]:
         batch = len(docs)
@@ -141,7 +147,32 @@ class BiLSTMFeatures:
         inputs = {"hash_rows": rows}
         if self.n_chars:
             inputs["char_rows"] = chars
+        if self.char_cnn:
+            inputs.update(self._char_cnn_inputs(docs, width))
         return inputs
+
+    def _char_cnn_inputs(self, docs: list[Doc], width: int) -> dict[str, numpy.ndarray]:
+        """``cnn_rows (B, T, C, 4)``: the hash rows of each token's characters (Unicode code
+        points, as ``chars.CharCNN`` reads them); ``cnn_mask (B, T, C, 1)``: which are real.
+        Padding tokens get one masked-in character, so that no row is all minus infinity."""
+        from .chars import char_codes
+
+        cnn = self.char_cnn
+        per_doc = [char_codes(doc, cnn["max_chars"]) for doc in docs]
+        longest = max((int(n.max()) for _, n in per_doc if len(n)), default=1)
+        rows = numpy.zeros((len(docs), width, longest, 4), dtype="int64")
+        mask = numpy.zeros((len(docs), width, longest, 1), dtype=bool)
+        mask[:, :, 0] = True
+        for b, (codes, lengths) in enumerate(per_doc):
+            if not len(lengths):
+                continue
+            tokens = numpy.repeat(numpy.arange(len(lengths)), lengths)
+            starts = numpy.repeat(numpy.cumsum(lengths) - lengths, lengths)
+            positions = numpy.arange(len(tokens)) - starts
+            keys = self.ops.hash(numpy.ascontiguousarray(codes[:, 0]), cnn["seed"]) % cnn["rows"]
+            rows[b, tokens, positions] = keys.astype("int64")
+            mask[b, tokens, positions] = True
+        return {"cnn_rows": rows, "cnn_mask": mask}
 
 
 def strided_windows(n_tokens: int, window: int | None, stride: int | None) -> list[tuple]:
@@ -421,7 +452,9 @@ class OnnxCRFEntityRecognizer(Pipe):
     def _features(self, docs: list[Doc], width: int) -> dict[str, numpy.ndarray]:
         if self._featurizer is None:
             features = self._settings["features"]
-            self._featurizer = BiLSTMFeatures(features["tables"], features["n_chars"])
+            self._featurizer = BiLSTMFeatures(
+                features["tables"], features["n_chars"], features.get("char_cnn")
+            )
         inputs = self._featurizer(docs, width) if self._settings["features"]["tables"] else {}
         if self._settings.get("encoder") == "transformer":
             if self._transformer is None:
