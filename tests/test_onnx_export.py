@@ -82,43 +82,35 @@ def torch_pipeline(overfit, tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def deep_pipeline(tmp_path_factory, sample_docs) -> Path:
-    """An untrained (initialized) BiLSTM-CRF of another shape: two LSTM layers, no character
-    features, BIOES; random weights are as good as trained ones for comparing emissions."""
-    train, _ = sample_docs
-    fix_random_seed(1)
+def untrained_pipeline(path: Path, train: list[Doc], seed: int, tok2vec: dict, **crf) -> Path:
+    """A BiLSTM-CRF initialized on three sample docs (random weights are as good as trained
+    ones for comparing emissions), saved to ``path``."""
+    fix_random_seed(seed)
     nlp = spacy.blank("en")
-    model = {
-        "@architectures": "spacy_crf_ner.CRFTagger.v1",
-        "tok2vec": {"@architectures": "spacy_crf_ner.BiLSTMEncoder.v1", "width": 16,
-                    "embed_size": 300, "char_features": 0, "lstm_width": 12, "lstm_depth": 2,
-                    "attrs": ["NORM", "SHAPE"]},
-    }  # fmt: skip
-    nlp.add_pipe("crf_ner", config={"model": model, "tag_scheme": "BIOES"})
+    tok2vec = {"@architectures": "spacy_crf_ner.BiLSTMEncoder.v1", "width": 16,
+               "embed_size": 300, **tok2vec}  # fmt: skip
+    model = {"@architectures": "spacy_crf_ner.CRFTagger.v1", "tok2vec": tok2vec}
+    nlp.add_pipe("crf_ner", config={"model": model, **crf})
     nlp.initialize(lambda: [Example(nlp.make_doc(doc.text), doc) for doc in train[:3]])
-    path = tmp_path_factory.mktemp("deep") / "pipeline"
     nlp.to_disk(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def deep_pipeline(tmp_path_factory, sample_docs) -> Path:
+    """Another shape: two LSTM layers, no character features, BIOES."""
+    tok2vec = {"char_features": 0, "lstm_width": 12, "lstm_depth": 2, "attrs": ["NORM", "SHAPE"]}
+    path = tmp_path_factory.mktemp("deep") / "pipeline"
+    return untrained_pipeline(path, sample_docs[0], 1, tok2vec, tag_scheme="BIOES")
 
 
 @pytest.fixture(scope="module")
 def char_cnn_pipeline(tmp_path_factory, sample_docs) -> Path:
-    """An untrained BiLSTM-CRF with both character encoders: CharacterEmbed and the
-    character CNN (the three embedding blocks the exporter concatenates)."""
-    train, _ = sample_docs
-    fix_random_seed(2)
-    nlp = spacy.blank("en")
-    model = {
-        "@architectures": "spacy_crf_ner.CRFTagger.v1",
-        "tok2vec": {"@architectures": "spacy_crf_ner.BiLSTMEncoder.v1", "width": 16,
-                    "embed_size": 300, "char_features": 4, "char_cnn": 12, "lstm_width": 8},
-    }  # fmt: skip
-    nlp.add_pipe("crf_ner", config={"model": model})
-    nlp.initialize(lambda: [Example(nlp.make_doc(doc.text), doc) for doc in train[:3]])
+    """Both character encoders, CharacterEmbed and the character CNN: the three embedding
+    blocks the exporter concatenates."""
+    tok2vec = {"char_features": 4, "char_cnn": 12, "lstm_width": 8}
     path = tmp_path_factory.mktemp("cnn") / "pipeline"
-    nlp.to_disk(path)
-    return path
+    return untrained_pipeline(path, sample_docs[0], 2, tok2vec)
 
 
 @pytest.fixture(scope="module")
