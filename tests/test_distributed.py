@@ -312,6 +312,21 @@ def test_torchrun_environment_errors(tmp_path, en_train_data, monkeypatch):
     assert_one_error_line(result, "WORLD_SIZE is set but RANK")
 
 
+def test_a_torchrun_worker_names_a_missing_corpus_before_waiting_for_the_others(
+    tmp_path, en_train_data, monkeypatch
+):
+    """No peer ever comes: the worker must fail on the path at once, not after --timeout."""
+    config = write_setup(tmp_path, en_train_data, steps=1)
+    for key, value in torchrun_env(0, 2, free_port()).items():
+        monkeypatch.setenv(key, value)
+    begin = time.monotonic()
+    result = CliRunner().invoke(
+        app, ["train", str(config), "--timeout", "60", "--paths.dev", "nope.spacy"]
+    )
+    assert_one_error_line(result, "--paths.dev", "nope.spacy")
+    assert time.monotonic() - begin < 30
+
+
 # --------------------------------------------------------------------------------------------
 # Two gloo workers
 

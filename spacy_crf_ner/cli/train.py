@@ -24,8 +24,9 @@ from ._util import USER_ERRORS, VerboseOpt, app, fail
 
 
 def check_corpus_paths(config_path: Path, overrides: dict) -> None:
-    """Read the config once in the launcher, so that a bad override or a missing corpus file is
-    one error here, not the same error printed by every worker after it started."""
+    """Read the config before any worker starts or joins the others, so that a bad override or
+    a missing corpus file is one error at once, not a worker that the others wait for until
+    their timeout."""
     with show_validation_error(config_path, hint_fill=False):
         config = load_config(config_path, overrides=overrides, interpolate=False)
     for key in ("train", "dev"):
@@ -108,6 +109,9 @@ def train_cli(
         env = worker_env()
         if timeout <= 0:
             raise ValueError(f"--timeout must be a positive number of seconds, got {timeout:g}")
+        # In the launcher and in each torchrun worker alike: a bad path is one clear error
+        # before any worker waits for the others.
+        check_corpus_paths(config_path, overrides)
         if env is None:
             if workers < 1:
                 raise ValueError(f"--workers must be at least 1, got {workers}")
@@ -115,7 +119,6 @@ def train_cli(
                 raise ValueError(
                     f"--gpu-ids names {len(ids)} GPU(s) for {workers} worker(s): give one each"
                 )
-            check_corpus_paths(config_path, overrides)
             if output is not None:
                 output.mkdir(parents=True, exist_ok=True)
             msg.info(f"Training on {workers} worker(s): " + (f"GPUs {ids}" if ids else "CPU"))
