@@ -286,7 +286,16 @@ class CRFEntityRecognizer(TrainablePipe):
         crf.attrs[LABELS_ATTR] = list(self.labels)
         crf.attrs[SCHEME_ATTR] = self.scheme.name
 
-    def _require_labels(self) -> None:
+    def _require_labels(self, n_examples: int) -> None:
+        if not self.labels and not n_examples:
+            raise ValueError(
+                f"[crf_ner] No entity labels for component '{self.name}': initialize got no "
+                "training examples and no labels. In spacy train, the training corpus is "
+                "empty: check [paths] train (spaCy's corpus reader reads only .spacy DocBin "
+                "files and skips others with a warning; convert CoNLL/IOB columns with python "
+                "-m spacy_crf_ner convert train.iob --output-dir corpus). In Python, pass "
+                "get_examples or labels= to initialize."
+            )
         if not self.labels:
             raise ValueError(
                 f"[crf_ner] No entity labels for component '{self.name}'. The training examples "
@@ -322,7 +331,9 @@ class CRFEntityRecognizer(TrainablePipe):
             )
         gold_labels: set[str] = set()
         teachers: dict[int, TeacherCache] = {}
+        n_examples = 0
         for eg in get_examples():
+            n_examples += 1
             if labels is None:
                 gold_labels.update(ent.label_ for ent in eg.reference.ents)
             signal = teacher_signal(eg)
@@ -333,7 +344,7 @@ class CRFEntityRecognizer(TrainablePipe):
             labels = sorted(gold_labels.union(*(c.labels for c in teachers.values())))
         for label in labels:
             self.add_label(label)
-        self._require_labels()
+        self._require_labels(n_examples)
         for cache in teachers.values():  # fail now, not at the first update
             cache.tag_order(self.tag_names, self.scheme.name, self.labels)
         n_tags = len(self.tag_names)

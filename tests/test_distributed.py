@@ -296,11 +296,14 @@ def assert_one_error_line(result, *names: str) -> None:
         (["{config}", "--timeout", "0"], ["--timeout", "positive"]),
         (["{config}", "--workers", "2", "--paths.train", "nope.spacy"], ["--paths.train", "nope"]),
         (["{config}", "--workers", "2", "--paths.dev", "nope.spacy"], ["--paths.dev", "nope"]),
+        (["{config}", "--paths.train", "{config}"], ["--paths.train", "not a .spacy", "convert"]),
+        (["{config}", "--paths.dev", "{empty}"], ["--paths.dev", "nor a directory", "convert"]),
     ],
 )
 def test_command_line_errors(tmp_path, en_train_data, args, names):
     config = write_setup(tmp_path, en_train_data, steps=1)
-    args = [arg.format(config=config) for arg in args]
+    (tmp_path / "empty").mkdir()
+    args = [arg.format(config=config, empty=tmp_path / "empty") for arg in args]
     assert_one_error_line(CliRunner().invoke(app, ["train", *args]), *names)
 
 

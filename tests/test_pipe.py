@@ -121,10 +121,15 @@ def test_no_label_error(make_nlp, make_examples):
     nlp, _ = make_nlp()
     with pytest.raises(ValueError, match="No entity labels for component 'crf_ner'"):
         nlp.initialize()
+    nlp, _ = make_nlp()  # an empty corpus (e.g. spacy train given a .iob file): said so
+    with pytest.raises(ValueError, match="No entity labels for component 'crf_ner'") as err:
+        nlp.initialize(get_examples=lambda: iter([]))
+    assert "no training examples" in str(err.value) and ".spacy" in str(err.value)
     nlp, _ = make_nlp()
     examples = make_examples(nlp, [("The weather was nice.", [])])
-    with pytest.raises(ValueError, match="No entity labels"):
+    with pytest.raises(ValueError, match="No entity labels") as err:
         nlp.initialize(get_examples=lambda: examples)
+    assert "doc.ents" in str(err.value) and "no training examples" not in str(err.value)
 
 
 def test_implicit_labels(make_nlp, make_examples):

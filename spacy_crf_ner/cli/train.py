@@ -31,8 +31,22 @@ def check_corpus_paths(config_path: Path, overrides: dict) -> None:
         config = load_config(config_path, overrides=overrides, interpolate=False)
     for key in ("train", "dev"):
         value = config.get("paths", {}).get(key)
-        if isinstance(value, str) and value and not Path(value).exists():
+        if not isinstance(value, str) or not value:
+            continue
+        path = Path(value)
+        if not path.exists():
             raise FileNotFoundError(f"--paths.{key}: no such file or directory: {value}")
+        # spaCy's corpus reader skips anything but .spacy files with a warning, and training
+        # then fails far from the cause (no labels, or an empty dev set).
+        spacy_files = [path] if path.suffix == ".spacy" else list(path.glob("**/*.spacy"))
+        if not spacy_files:
+            source = "TRAIN.iob" if path.is_dir() else value
+            raise ValueError(
+                f"--paths.{key}: {value} is not a .spacy (DocBin) file"
+                + (" nor a directory with any" if path.is_dir() else "")
+                + f"; convert it first: python -m spacy_crf_ner convert {source} --output-dir "
+                "corpus"
+            )
 
 
 def parse_gpu_ids(value: str | None) -> list[int]:
