@@ -496,28 +496,31 @@ def _hash_embeddings(g: GraphBuilder, weights: dict[str, Any], inputs: list[Any]
 
 
 def _char_cnn(g: GraphBuilder, cnn: dict[str, Any], inputs: list[Any]) -> str:
-    """``chars.CharCNN`` from ``cnn_rows (B, T, C, 4)`` (each character's hash rows) and
-    ``cnn_mask (B, T, C, 1)`` (true where the word has that character): embed, zero beyond
-    the word (thinc's ``seq2col`` pads each word with zeros), the window of neighbours,
-    Maxout + LayerNorm, and the maximum over the word's characters."""
+    """``chars.CharCNN`` over the batch's distinct words, then gathered to the tokens.
+
+    ``cnn_rows (U, C, 4)``: the hash rows of each distinct word's characters;
+    ``cnn_mask (U, C, 1)``: true where the word has that character; ``cnn_index (B, T)``:
+    each token's word. A batch repeats its words (the, of, ...), and every word is padded to
+    the longest, so the CNN runs once per distinct word: embed, zero beyond the word (thinc's
+    ``seq2col`` pads each word with zeros), the window of neighbours, Maxout + LayerNorm, and
+    the maximum over the word's characters."""
     from onnx import TensorProto, helper
 
     inputs += [
-        helper.make_tensor_value_info("cnn_rows", TensorProto.INT64, ["batch", "time", "chars", 4]),
-        helper.make_tensor_value_info("cnn_mask", TensorProto.BOOL, ["batch", "time", "chars", 1]),
+        helper.make_tensor_value_info("cnn_rows", TensorProto.INT64, ["words", "chars", 4]),
+        helper.make_tensor_value_info("cnn_mask", TensorProto.BOOL, ["words", "chars", 1]),
+        helper.make_tensor_value_info("cnn_index", TensorProto.INT64, ["batch", "time"]),
     ]
     table = g.const(cnn["E"], "cnn_table", "float32")
     x = None
     for key in range(4):
-        index = g.op("Gather", ["cnn_rows", g.const(key, "key", "int64")], axis=3)
+        index = g.op("Gather", ["cnn_rows", g.const(key, "key", "int64")], axis=2)
         vectors = g.op("Gather", [table, index], axis=0)
         x = vectors if x is None else g.op("Add", [x, vectors])
-    zero = g.const(numpy.float32(0.0), "zero")
-    x = g.op("Where", ["cnn_mask", x, zero])
+    x = g.op("Where", ["cnn_mask", x, g.const(numpy.float32(0.0), "zero")])
     window = cnn["window"]
     if window:
-        pads = [0, 0, window, 0, 0, 0, window, 0]
-        padded = g.op("Pad", [x, g.const(pads, "pads", "int64")])
+        padded = g.op("Pad", [x, g.const([0, window, 0, 0, window, 0], "pads", "int64")])
         # seq2col's columns: the characters at offsets -window .. +window, in that order.
         shifted = []
         for offset in range(2 * window + 1):
@@ -525,11 +528,12 @@ def _char_cnn(g: GraphBuilder, cnn: dict[str, Any], inputs: list[Any]) -> str:
             shifted.append(g.op("Slice", [
                 padded, g.const([offset], "start", "int64"),
                 g.const([end if end else numpy.iinfo("int64").max], "end", "int64"),
-                g.const([2], "axes", "int64")]))  # fmt: skip
+                g.const([1], "axes", "int64")]))  # fmt: skip
         x = g.op("Concat", shifted, axis=-1)
-    y = _maxout(g, x, cnn["mixer"], rank=4)
+    y = _maxout(g, x, cnn["mixer"], rank=3)
     y = g.op("Where", ["cnn_mask", y, g.const(numpy.float32("-inf"), "neg_inf")])
-    return g.reduce("ReduceMax", y, [2])
+    words = g.reduce("ReduceMax", y, [1])
+    return g.op("Gather", [words, "cnn_index"], axis=0)
 
 
 def _tagger_model(

@@ -152,27 +152,31 @@ class BiLSTMFeatures:
         return inputs
 
     def _char_cnn_inputs(self, docs: list[Doc], width: int) -> dict[str, numpy.ndarray]:
-        """``cnn_rows (B, T, C, 4)``: the hash rows of each token's characters (Unicode code
-        points, as ``chars.CharCNN`` reads them); ``cnn_mask (B, T, C, 1)``: which are real.
-        Padding tokens get one masked-in character, so that no row is all minus infinity."""
-        from .chars import char_codes
-
+        """The batch's distinct words for the character CNN (``export._char_cnn``):
+        ``cnn_rows (U, C, 4)``, the hash rows of each word's characters (Unicode code points,
+        as ``chars.CharCNN`` reads them, cut at ``max_chars``); ``cnn_mask (U, C, 1)``, which
+        are real; ``cnn_index (B, T)``, each token's word (padding: word 0)."""
         cnn = self.char_cnn
-        per_doc = [char_codes(doc, cnn["max_chars"]) for doc in docs]
-        longest = max((int(n.max()) for _, n in per_doc if len(n)), default=1)
-        rows = numpy.zeros((len(docs), width, longest, 4), dtype="int64")
-        mask = numpy.zeros((len(docs), width, longest, 1), dtype=bool)
-        mask[:, :, 0] = True
-        for b, (codes, lengths) in enumerate(per_doc):
-            if not len(lengths):
-                continue
-            tokens = numpy.repeat(numpy.arange(len(lengths)), lengths)
-            starts = numpy.repeat(numpy.cumsum(lengths) - lengths, lengths)
-            positions = numpy.arange(len(tokens)) - starts
-            keys = self.ops.hash(numpy.ascontiguousarray(codes[:, 0]), cnn["seed"]) % cnn["rows"]
-            rows[b, tokens, positions] = keys.astype("int64")
-            mask[b, tokens, positions] = True
-        return {"cnn_rows": rows, "cnn_mask": mask}
+        max_chars = cnn["max_chars"]
+        words: dict[str, int] = {}
+        index = numpy.zeros((len(docs), width), dtype="int64")
+        for b, doc in enumerate(docs):
+            for i, token in enumerate(doc):
+                index[b, i] = words.setdefault(token.text[:max_chars] or " ", len(words))
+        if not words:
+            words[" "] = 0
+        text = "".join(words)
+        lengths = numpy.fromiter(map(len, words), dtype="int64", count=len(words))
+        codes = numpy.frombuffer(text.encode("utf-32-le"), dtype="<u4").astype("uint64")
+        keys = self.ops.hash(numpy.ascontiguousarray(codes), cnn["seed"]) % cnn["rows"]
+        word_ids = numpy.repeat(numpy.arange(len(words)), lengths)
+        starts = numpy.cumsum(lengths) - lengths
+        positions = numpy.arange(len(codes)) - numpy.repeat(starts, lengths)
+        rows = numpy.zeros((len(words), int(lengths.max()), 4), dtype="int64")
+        mask = numpy.zeros((len(words), int(lengths.max()), 1), dtype=bool)
+        rows[word_ids, positions] = keys.astype("int64")
+        mask[word_ids, positions] = True
+        return {"cnn_rows": rows, "cnn_mask": mask, "cnn_index": index}
 
 
 def strided_windows(n_tokens: int, window: int | None, stride: int | None) -> list[tuple]:
