@@ -32,15 +32,25 @@ from thinc.types import Floats2d, Ragged
 _SEED = 201
 
 
-def char_codes(doc: Doc, max_chars: int) -> tuple[numpy.ndarray, numpy.ndarray]:
-    """The Unicode code points of each token's first ``max_chars`` characters, flat
-    ``(n_chars, 1)`` uint64, and each token's number of characters (>= 1)."""
-    words = [token.text[:max_chars] or " " for token in doc]
+def cut_word(text: str, max_chars: int) -> str:
+    """The characters of a word the CNN reads: its first ``max_chars`` (a space if empty)."""
+    return text[:max_chars] or " "
+
+
+def word_codes(words: list[str]) -> tuple[numpy.ndarray, numpy.ndarray]:
+    """The Unicode code points of ``words``, flat ``(n_chars, 1)`` uint64, and each word's
+    number of characters."""
     lengths = numpy.fromiter((len(w) for w in words), dtype="int32", count=len(words))
     if not words:
         return numpy.zeros((0, 1), dtype="uint64"), lengths
     codes = numpy.frombuffer("".join(words).encode("utf-32-le"), dtype="<u4")
     return codes.astype("uint64").reshape(-1, 1), lengths
+
+
+def char_codes(doc: Doc, max_chars: int) -> tuple[numpy.ndarray, numpy.ndarray]:
+    """The Unicode code points of each token's first ``max_chars`` characters, flat
+    ``(n_chars, 1)`` uint64, and each token's number of characters (>= 1)."""
+    return word_codes([cut_word(token.text, max_chars) for token in doc])
 
 
 def CharCNN(

@@ -263,8 +263,8 @@ def read_bilstm_crf(component: Any) -> dict[str, Any]:
 
 
 def _read_hash_embed(embed: Model) -> dict[str, Any]:
-    """The tables, Maxout mixers (and character embeddings) of a MultiHashEmbed (concatenated
-    with a CharacterEmbed)."""
+    """The tables, Maxout mixers (and character embeddings, character CNN) of a MultiHashEmbed
+    (concatenated with a CharacterEmbed and/or a CharCNN)."""
     if _nodes(embed, "ngram_features"):
         raise ExportError(
             "the encoder uses ngram_size: export cannot write it to ONNX yet; train with "
@@ -459,6 +459,18 @@ def _hash_inputs(weights: dict[str, Any]) -> list[Any]:
     return [helper.make_tensor_value_info("hash_rows", TensorProto.INT64, shape)]
 
 
+def _sum_hash_rows(g: GraphBuilder, table: str, rows: str, axis: int) -> str:
+    """HashEmbed's vector: the sum of the ``table`` rows of the 4 keys on ``rows``'s ``axis``.
+    One Gather per key, summed, so the largest intermediate is the output's size, not 4 times
+    it."""
+    total = None
+    for key in range(4):
+        index = g.op("Gather", [rows, g.const(key, "key", "int64")], axis=axis)
+        vectors = g.op("Gather", [table, index], axis=0)
+        total = vectors if total is None else g.op("Add", [total, vectors])
+    return total
+
+
 def _hash_embeddings(g: GraphBuilder, weights: dict[str, Any], inputs: list[Any]) -> str:
     """spaCy's MultiHashEmbed (and CharacterEmbed) from ``hash_rows`` (and ``char_rows``):
     the embedding tables, the Maxout + LayerNorm mixing of each block, concatenated."""
@@ -466,13 +478,7 @@ def _hash_embeddings(g: GraphBuilder, weights: dict[str, Any], inputs: list[Any]
 
     tables = weights["tables"]
     table = g.const(numpy.concatenate([t["table"] for t in tables]), "hash_tables", "float32")
-    # A token's vector in each table is the sum of the rows of its 4 hash keys (HashEmbed):
-    # one Gather per key, summed, so the largest intermediate is (B, T, H, W), not 4 times it.
-    rows = None
-    for key in range(4):
-        index = g.op("Gather", ["hash_rows", g.const(key, "key", "int64")], axis=3)
-        vectors = g.op("Gather", [table, index], axis=0)
-        rows = vectors if rows is None else g.op("Add", [rows, vectors])
+    rows = _sum_hash_rows(g, table, "hash_rows", axis=3)
     blocks = []
     for block_index, mixer in enumerate(weights["mixers"]):
         members = [i for i, t in enumerate(tables) if t["block"] == block_index]
@@ -511,12 +517,7 @@ def _char_cnn(g: GraphBuilder, cnn: dict[str, Any], inputs: list[Any]) -> str:
         helper.make_tensor_value_info("cnn_mask", TensorProto.BOOL, ["words", "chars", 1]),
         helper.make_tensor_value_info("cnn_index", TensorProto.INT64, ["batch", "time"]),
     ]
-    table = g.const(cnn["E"], "cnn_table", "float32")
-    x = None
-    for key in range(4):
-        index = g.op("Gather", ["cnn_rows", g.const(key, "key", "int64")], axis=2)
-        vectors = g.op("Gather", [table, index], axis=0)
-        x = vectors if x is None else g.op("Add", [x, vectors])
+    x = _sum_hash_rows(g, g.const(cnn["E"], "cnn_table", "float32"), "cnn_rows", axis=2)
     x = g.op("Where", ["cnn_mask", x, g.const(numpy.float32(0.0), "zero")])
     window = cnn["window"]
     if window:

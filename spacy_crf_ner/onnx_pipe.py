@@ -113,7 +113,8 @@ class BiLSTMFeatures:
 
     ``tables`` (from the export) lists each hash table's token attribute, seed, number of rows
     and offset in the graph's concatenated table; a token's row keys are Thinc's
-    ``NumpyOps.hash(attr, seed) % rows`` (4 keys each), plus the offset.
+    ``NumpyOps.hash(attr, seed) % rows`` (4 keys each), plus the offset. ``char_cnn`` (seed,
+    rows, max_chars) adds the character CNN's inputs.
     """
 
     def __init__(
@@ -156,19 +157,20 @@ class BiLSTMFeatures:
         ``cnn_rows (U, C, 4)``, the hash rows of each word's characters (Unicode code points,
         as ``chars.CharCNN`` reads them, cut at ``max_chars``); ``cnn_mask (U, C, 1)``, which
         are real; ``cnn_index (B, T)``, each token's word (padding: word 0)."""
+        from .chars import cut_word, word_codes
+
         cnn = self.char_cnn
         max_chars = cnn["max_chars"]
         words: dict[str, int] = {}
         index = numpy.zeros((len(docs), width), dtype="int64")
         for b, doc in enumerate(docs):
             for i, token in enumerate(doc):
-                index[b, i] = words.setdefault(token.text[:max_chars] or " ", len(words))
+                index[b, i] = words.setdefault(cut_word(token.text, max_chars), len(words))
         if not words:
             words[" "] = 0
-        text = "".join(words)
-        lengths = numpy.fromiter(map(len, words), dtype="int64", count=len(words))
-        codes = numpy.frombuffer(text.encode("utf-32-le"), dtype="<u4").astype("uint64")
-        keys = self.ops.hash(numpy.ascontiguousarray(codes), cnn["seed"]) % cnn["rows"]
+        codes, lengths = word_codes(list(words))
+        codes = numpy.ascontiguousarray(codes[:, 0])
+        keys = self.ops.hash(codes, cnn["seed"]) % cnn["rows"]
         word_ids = numpy.repeat(numpy.arange(len(words)), lengths)
         starts = numpy.cumsum(lengths) - lengths
         positions = numpy.arange(len(codes)) - numpy.repeat(starts, lengths)

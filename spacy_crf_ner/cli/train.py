@@ -38,8 +38,8 @@ def check_corpus_paths(config_path: Path, overrides: dict) -> None:
             raise FileNotFoundError(f"--paths.{key}: no such file or directory: {value}")
         # spaCy's corpus reader skips anything but .spacy files with a warning, and training
         # then fails far from the cause (no labels, or an empty dev set).
-        spacy_files = [path] if path.suffix == ".spacy" else list(path.glob("**/*.spacy"))
-        if not spacy_files:
+        has_spacy = path.suffix == ".spacy" or next(path.glob("**/*.spacy"), None) is not None
+        if not has_spacy:
             source = "TRAIN.iob" if path.is_dir() else value
             raise ValueError(
                 f"--paths.{key}: {value} is not a .spacy (DocBin) file"
