@@ -32,7 +32,7 @@ from spacy_crf_ner.threads import (
 
 TIMEOUT = 180  # seconds; a hung run never finishes, a working one takes ~5-20 s
 
-# Runs nlp.pipe over 400 short texts with n_process=1 and then n_process=2 and prints a
+# Runs nlp.pipe over 4 x repeats short texts with n_process=1 and then n_process=2 and prints a
 # summary of both. Before that, the parent runs torch on two threads, as training, a
 # transformer component or any torch code in the same process does: that is what leaves
 # GNU OpenMP with a thread pool that a forked child does not get.
@@ -67,7 +67,7 @@ SCRIPT = textwrap.dedent(
 
 
     if __name__ == "__main__":
-        method, model = sys.argv[1], sys.argv[2]
+        method, model, repeats = sys.argv[1], sys.argv[2], int(sys.argv[3])
         multiprocessing.set_start_method(method, force=True)
         settings = {"entity_probs": True, "candidate_threshold": 0.2}
         nlp = spacy.load(model, config={"components": {"crf_ner": settings}})
@@ -77,7 +77,7 @@ SCRIPT = textwrap.dedent(
             "Who is Shaka Khan?",
             "Apple bought a small startup in Berlin last May.",
             "The weather was nice in New York City.",
-        ] * 100
+        ] * repeats
         torch.set_num_threads(2)
         x = torch.randn(1024, 1024)
         (x @ x).sum()
@@ -124,7 +124,9 @@ def model_dir(tmp_path_factory, en_train_data) -> Path:
     return path
 
 
-def run_pipe(tmp_path: Path, model: Path, method: str, threads: str | None = None) -> dict:
+def run_pipe(
+    tmp_path: Path, model: Path, method: str, threads: str | None = None, repeats: int = 100
+) -> dict:
     """Run SCRIPT in a fresh process without thread variables; kill it and its workers if
     it does not finish within TIMEOUT."""
     script = tmp_path / "run_pipe.py"
@@ -137,7 +139,7 @@ def run_pipe(tmp_path: Path, model: Path, method: str, threads: str | None = Non
     if threads is not None:
         env[THREADS_ENV] = threads
     proc = subprocess.Popen(
-        [sys.executable, str(script), method, str(model)],
+        [sys.executable, str(script), method, str(model), str(repeats)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -166,7 +168,10 @@ def test_n_process_2_gives_the_entities_of_n_process_1(tmp_path, model_dir, meth
 
 @pytest.mark.slow
 def test_spawned_workers_use_the_threads_the_user_sets(tmp_path, model_dir):
-    result = run_pipe(tmp_path, model_dir, "spawn", threads="2")
+    # 40 texts, two batches of 25: one for each worker (two workers of two threads each on
+    # CI's two cores made the 400 texts of the test above take a minute).
+    result = run_pipe(tmp_path, model_dir, "spawn", threads="2", repeats=10)
+    assert result["docs"] == 40
     assert result["same"], result["first"]
     assert result["worker_threads"] == [2]
 
