@@ -127,6 +127,7 @@ def build_bilstm_encoder(
     ngram_rows: int = 0,
     word_dropout: float = 0.0,
     char_cnn: int = 0,
+    input_dropout: float = 0.0,
 ) -> Model[list[Doc], list[Floats2d]]:
     """Hash embeddings (+ optional character and n-gram features) -> bidirectional LSTM.
 
@@ -152,6 +153,9 @@ def build_bilstm_encoder(
         2016; ``chars.py``) over all of each word's characters (up to 20), concatenated to
         the other features. An alternative to ``char_features`` for English and other
         alphabetic languages.
+    input_dropout: dropout on what the BiLSTM reads (all the features above, concatenated),
+        at this fixed rate, in training only. Lample et al. (2016) put 0.5 here; it also
+        reaches the character features, which ``word_dropout`` leaves alone.
     """
     if attrs is None:
         attrs = ["NORM", "PREFIX", "SUFFIX", "SHAPE"]
@@ -182,7 +186,12 @@ def build_bilstm_encoder(
         embed = concatenate(embed, ngrams)
         embed_width += ngrams.get_dim("nO")
     lstm = PackedBiLSTM(2 * lstm_width, embed_width, depth=lstm_depth, dropout=lstm_dropout)
-    model = chain(embed, lstm)
+    # Inference ignores the dropout layer: ONNX export reads the "embed" and "encode" refs.
+    model = (
+        chain(embed, with_array(FixedDropout(input_dropout)), lstm)
+        if input_dropout > 0
+        else chain(embed, lstm)
+    )
     model.set_dim("nO", 2 * lstm_width)
     model.set_ref("embed", embed)
     model.set_ref("encode", lstm)

@@ -162,3 +162,41 @@ def test_word_dropout(small_model, en_train_data):
     assert node.attrs["rate"] == 0.2
     plain, _ = make(small_model, en_train_data)
     assert not [n for n in plain.get_pipe("crf_ner").model.walk() if n.name == "word_dropout"]
+
+
+def test_input_dropout(small_model, en_train_data, tmp_path):
+    """input_dropout drops elements of the BiLSTM's input (the hash and character features
+    concatenated) in training only, at its own rate; the model still learns and round-trips."""
+    fix_random_seed(0)
+    nlp, examples = make(small_model, en_train_data, input_dropout=0.4)
+    model = nlp.get_pipe("crf_ner").model
+    fixed = [n for n in model.get_ref("tok2vec").walk() if n.name == "fixed_dropout"]
+    assert [node.attrs["rate"] for node in fixed] == [0.4]
+    nlp.initialize(get_examples=lambda: examples)
+    tok2vec = model.get_ref("tok2vec")
+    docs = [eg.predicted for eg in examples]
+    seen = []
+    original = tok2vec.get_ref("encode")._func
+
+    def record(layer, X, is_train):
+        seen.append((is_train, numpy.concatenate([x for x in X])))
+        return original(layer, X, is_train)
+
+    tok2vec.get_ref("encode")._func = record
+    try:
+        tok2vec.predict(docs)
+        tok2vec.begin_update(docs)
+    finally:
+        tok2vec.get_ref("encode")._func = original
+    (_, at_inference), (_, in_training) = seen
+    assert not (at_inference == 0).any()
+    dropped = in_training == 0
+    assert 0.3 < float(dropped.mean()) < 0.5
+    kept = ~dropped
+    numpy.testing.assert_allclose(in_training[kept], at_inference[kept] / 0.6, rtol=1e-5)
+    # Training with it still fits the sentences, and it saves and loads.
+    plain, _ = make(small_model, en_train_data)
+    assert not [n for n in plain.get_pipe("crf_ner").model.get_ref("tok2vec").walk()
+                if n.name == "fixed_dropout"]  # fmt: skip
+    nlp, examples = make(small_model, en_train_data, input_dropout=0.2)
+    fit_and_round_trip(nlp, examples, tmp_path, n_iter=60)

@@ -107,8 +107,8 @@ def deep_pipeline(tmp_path_factory, sample_docs) -> Path:
 @pytest.fixture(scope="module")
 def char_cnn_pipeline(tmp_path_factory, sample_docs) -> Path:
     """Both character encoders, CharacterEmbed and the character CNN: the three embedding
-    blocks the exporter concatenates."""
-    tok2vec = {"char_features": 4, "char_cnn": 12, "lstm_width": 8}
+    blocks the exporter concatenates; and input dropout, a layer the graph leaves out."""
+    tok2vec = {"char_features": 4, "char_cnn": 12, "lstm_width": 8, "input_dropout": 0.3}
     path = tmp_path_factory.mktemp("cnn") / "pipeline"
     return untrained_pipeline(path, sample_docs[0], 2, tok2vec)
 
