@@ -24,6 +24,18 @@ import time
 from pathlib import Path
 
 
+def pipeline_args(specs: list[str], script: str) -> list[tuple[str, str]]:
+    """``NAME=PATH`` arguments as (name, path) pairs; exits with one line naming the problem
+    when one is malformed or its path is not a pipeline directory."""
+    pairs = [spec.partition("=") for spec in specs]
+    if any(not sep or not name or not path for name, sep, path in pairs):
+        sys.exit(f"{script}: give each pipeline as NAME=PATH")
+    for _, _, path in pairs:
+        if not Path(path).is_dir():
+            sys.exit(f"{script}: no pipeline directory at {path}")
+    return [(name, path) for name, _, path in pairs]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--test", type=Path, required=True, help="a DocBin (.spacy) file")
@@ -31,12 +43,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("models", nargs="+", metavar="NAME=PATH")
     args = parser.parse_args()
-    pairs = [model.partition("=") for model in args.models]
-    if any(not sep or not name or not path for name, sep, path in pairs):
-        sys.exit("model_speed.py: give each pipeline as NAME=PATH")
-    for _, _, path in pairs:
-        if not Path(path).is_dir():
-            sys.exit(f"model_speed.py: no pipeline directory at {path}")
+    pairs = pipeline_args(args.models, "model_speed.py")
     if not args.test.is_file():
         sys.exit(f"model_speed.py: no test file at {args.test}")
 
@@ -45,7 +52,7 @@ def main() -> None:
     from spacy.tokens import DocBin
 
     torch.set_num_threads(args.threads)
-    models = {name: spacy.load(path) for name, _, path in pairs}
+    models = {name: spacy.load(path) for name, path in pairs}
     first = next(iter(models.values()))
     docs = list(DocBin().from_disk(args.test).get_docs(first.vocab))
     texts = [doc.text for doc in docs]

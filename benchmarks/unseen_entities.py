@@ -22,6 +22,10 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from model_speed import pipeline_args  # noqa: E402
+
 GROUPS = ("seen", "seen with another label", "unseen")
 
 
@@ -65,9 +69,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("models", nargs="+", metavar="NAME=PATH")
     args = parser.parse_args()
-    pairs_of_args = [model.partition("=") for model in args.models]
-    if any(not sep or not name or not path for name, sep, path in pairs_of_args):
-        sys.exit("unseen_entities.py: give each pipeline as NAME=PATH")
+    pipelines = pipeline_args(args.models, "unseen_entities.py")
     for path in [args.train, *args.test]:
         if not path.is_file():
             sys.exit(f"unseen_entities.py: no DocBin at {path}")
@@ -78,7 +80,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print("| pipeline | test set | entities | share of gold | P | R | F |")
     print("|---|---|---|---|---|---|---|")
-    for name, _, path in pairs_of_args:
+    for name, path in pipelines:
         nlp = spacy.load(path)
         pairs, texts = entity_groups(DocBin().from_disk(args.train).get_docs(nlp.vocab))
         for test in args.test:

@@ -108,6 +108,16 @@ def make_crf_ner_onnx(
     )
 
 
+def ragged_positions(lengths: numpy.ndarray) -> tuple[numpy.ndarray, numpy.ndarray]:
+    """For items laid out back to back in segments of ``lengths``: each item's segment and
+    its position within it."""
+    segment = numpy.repeat(numpy.arange(len(lengths)), lengths)
+    position = numpy.arange(int(lengths.sum())) - numpy.repeat(
+        numpy.cumsum(lengths) - lengths, lengths
+    )
+    return segment, position
+
+
 class BiLSTMFeatures:
     """The graph's inputs for a batch of docs: hash-embedding rows and character bytes.
 
@@ -171,9 +181,7 @@ class BiLSTMFeatures:
         codes, lengths = word_codes(list(words))
         codes = numpy.ascontiguousarray(codes[:, 0])
         keys = self.ops.hash(codes, cnn["seed"]) % cnn["rows"]
-        word_ids = numpy.repeat(numpy.arange(len(words)), lengths)
-        starts = numpy.cumsum(lengths) - lengths
-        positions = numpy.arange(len(codes)) - numpy.repeat(starts, lengths)
+        word_ids, positions = ragged_positions(lengths)
         rows = numpy.zeros((len(words), int(lengths.max()), 4), dtype="int64")
         mask = numpy.zeros((len(words), int(lengths.max()), 1), dtype=bool)
         rows[word_ids, positions] = keys.astype("int64")
@@ -247,8 +255,7 @@ class TransformerFeatures:
             token_start = starts[b][start:end] - starts[b][start]
             token_end = token_start + numpy.asarray([len(t) for t in docs[b][start:end]]) + 1
             sizes = numpy.maximum(offsets[:, 1] - offsets[:, 0], 0)
-            piece = numpy.repeat(numpy.arange(len(offsets)), sizes)
-            chars = numpy.arange(sizes.sum()) - numpy.repeat(numpy.cumsum(sizes) - sizes, sizes)
+            piece, chars = ragged_positions(sizes)
             chars += numpy.repeat(offsets[:, 0], sizes)
             # The last token that starts at or before each character (a later token's range
             # overwrites an earlier one's trailing character, as in spacy-transformers).
