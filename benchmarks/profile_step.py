@@ -22,7 +22,7 @@ def main() -> None:
     from spacy.training import Example
     from spacy.util import load_config, minibatch
 
-    from spacy_crf_ner import crf_batch, pipe
+    from spacy_crf_ner import chars, crf_batch, pipe
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("config", type=Path)
@@ -33,7 +33,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    spent = {"crf_loss": 0.0, "crf_decode": 0.0}
+    spent = {"crf_loss": 0.0, "crf_decode": 0.0, "char_cnn": 0.0}
 
     def timed(name, fn):
         def wrapper(*a, **kw):
@@ -47,6 +47,14 @@ def main() -> None:
 
     pipe.crf_loss = timed("crf_loss", crf_batch.crf_loss)
     pipe.crf_decode_with_confidence = timed("crf_decode", crf_batch.crf_decode_with_confidence)
+    cnn_forward = chars._char_cnn_forward
+
+    def timed_char_cnn(model, docs, is_train):
+        """The character CNN's forward and, through its callback, its backward."""
+        outputs, backprop = timed("char_cnn", cnn_forward)(model, docs, is_train)
+        return outputs, timed("char_cnn", backprop)
+
+    chars._char_cnn_forward = timed_char_cnn  # CharCNN() looks it up when the model is built
 
     config = load_config(args.config, interpolate=True)
     nlp = spacy.util.load_model_from_config(config, auto_fill=True)
@@ -58,12 +66,14 @@ def main() -> None:
     for step in range(args.steps):
         batch = batches[step % len(batches)]
         if step == 5:  # warm-up done
-            spent["crf_loss"] = 0.0
+            spent["crf_loss"] = spent["char_cnn"] = 0.0
             update_seconds, words = 0.0, 0
         begin = time.perf_counter()
         nlp.update(batch, sgd=optimizer, drop=0.1)
         update_seconds += time.perf_counter() - begin
         words += sum(len(eg.reference) for eg in batch)
+    train_cnn = spent["char_cnn"]
+    spent["char_cnn"] = 0.0
     texts = [eg.reference.text for eg in examples[:2000]]
     begin = time.perf_counter()
     list(nlp.pipe(texts, batch_size=256))
@@ -73,12 +83,14 @@ def main() -> None:
     print(
         f"training: {args.steps - 5} updates of {args.batch_size} docs, {update_seconds:.2f} s "
         f"({words / update_seconds:.0f} words/s); CRF loss + gradient {spent['crf_loss']:.2f} s "
-        f"= {100 * spent['crf_loss'] / update_seconds:.1f}% of the step"
+        f"= {100 * spent['crf_loss'] / update_seconds:.1f}% of the step; character CNN "
+        f"{train_cnn:.2f} s = {100 * train_cnn / update_seconds:.1f}%"
     )
     print(
         f"prediction: {n_words} words in {predict_seconds:.2f} s ({n_words / predict_seconds:.0f} "
         f"words/s); CRF decoding {spent['crf_decode']:.2f} s = "
-        f"{100 * spent['crf_decode'] / predict_seconds:.1f}%"
+        f"{100 * spent['crf_decode'] / predict_seconds:.1f}%; character CNN "
+        f"{spent['char_cnn']:.2f} s = {100 * spent['char_cnn'] / predict_seconds:.1f}%"
     )
 
 

@@ -47,10 +47,16 @@ def word_codes(words: list[str]) -> tuple[numpy.ndarray, numpy.ndarray]:
     return codes.astype("uint64").reshape(-1, 1), lengths
 
 
-def char_codes(doc: Doc, max_chars: int) -> tuple[numpy.ndarray, numpy.ndarray]:
-    """The Unicode code points of each token's first ``max_chars`` characters, flat
-    ``(n_chars, 1)`` uint64, and each token's number of characters (>= 1)."""
-    return word_codes([cut_word(token.text, max_chars) for token in doc])
+def distinct_words(docs: list[Doc], max_chars: int) -> tuple[list[str], numpy.ndarray]:
+    """The distinct words of a batch as the CNN reads them (``cut_word``), in order of first
+    occurrence, and each token's word: an int32 index over the batch's tokens, doc after doc."""
+    words: dict[str, int] = {}
+    token_word = numpy.fromiter(
+        (words.setdefault(cut_word(t.text, max_chars), len(words)) for doc in docs for t in doc),
+        dtype="int32",
+        count=sum(len(doc) for doc in docs),
+    )
+    return list(words), token_word
 
 
 def CharCNN(
@@ -83,22 +89,29 @@ def _char_cnn_init(model: Model, X: list[Doc] | None = None, Y: object = None) -
 def _char_cnn_forward(
     model: Model, docs: list[Doc], is_train: bool
 ) -> tuple[list[Floats2d], Callable]:
-    """All the batch's words in one Ragged (a word = a sequence of characters), one pass of
-    the encoder, then the word vectors are split back into docs."""
+    """Each distinct word of the batch is encoded once (one Ragged of character sequences),
+    then its vector is gathered for every token: running text repeats "the", "," and names,
+    so a batch has several times fewer words than tokens. Backprop sums the tokens' gradients
+    onto their word, which is the gradient of encoding every token on its own: the encoder has
+    no dropout, so a word's vector does not depend on the token it is read for. The ONNX
+    export encodes words the same way (``onnx_pipe``)."""
     ops = model.ops
     encode = model.layers[0]
-    per_doc = [char_codes(doc, model.attrs["max_chars"]) for doc in docs]
+    width = model.get_dim("nO")
     doc_lengths = numpy.asarray([len(doc) for doc in docs], dtype="int32")
     if not doc_lengths.sum():
-        width = model.get_dim("nO")
         return [ops.alloc2f(0, width) for _ in docs], lambda dYs: []
-    codes = numpy.concatenate([c for c, _ in per_doc])
-    word_lengths = numpy.concatenate([n for _, n in per_doc])
+    words, token_word = distinct_words(docs, model.attrs["max_chars"])
+    codes, word_lengths = word_codes(words)
     chars = Ragged(ops.asarray2i(codes, dtype="uint64"), ops.asarray1i(word_lengths))
-    vectors, backprop_encode = encode(chars, is_train)
+    word_vectors, backprop_encode = encode(chars, is_train)
+    index = ops.asarray1i(token_word)
+    vectors = word_vectors[index]
 
     def backprop(dYs: list[Floats2d]) -> list:
-        backprop_encode(ops.flatten(dYs))
+        d_words = ops.alloc2f(len(words), width)
+        ops.scatter_add(d_words, index, ops.flatten(dYs))
+        backprop_encode(d_words)
         return []
 
     return ops.unflatten(vectors, ops.asarray1i(doc_lengths)), backprop

@@ -167,18 +167,17 @@ class BiLSTMFeatures:
         ``cnn_rows (U, C, 4)``, the hash rows of each word's characters (Unicode code points,
         as ``chars.CharCNN`` reads them, cut at ``max_chars``); ``cnn_mask (U, C, 1)``, which
         are real; ``cnn_index (B, T)``, each token's word (padding: word 0)."""
-        from .chars import cut_word, word_codes
+        from .chars import distinct_words, word_codes
 
         cnn = self.char_cnn
-        max_chars = cnn["max_chars"]
-        words: dict[str, int] = {}
+        words, token_word = distinct_words(docs, cnn["max_chars"])
         index = numpy.zeros((len(docs), width), dtype="int64")
-        for b, doc in enumerate(docs):
-            for i, token in enumerate(doc):
-                index[b, i] = words.setdefault(cut_word(token.text, max_chars), len(words))
-        if not words:
-            words[" "] = 0
-        codes, lengths = word_codes(list(words))
+        doc_ids, positions = ragged_positions(
+            numpy.asarray([len(doc) for doc in docs], dtype="int64")
+        )
+        index[doc_ids, positions] = token_word
+        words = words or [" "]
+        codes, lengths = word_codes(words)
         codes = numpy.ascontiguousarray(codes[:, 0])
         keys = self.ops.hash(codes, cnn["seed"]) % cnn["rows"]
         word_ids, positions = ragged_positions(lengths)

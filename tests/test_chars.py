@@ -7,8 +7,9 @@ import pytest
 import spacy
 from spacy.training import Example
 from spacy.util import fix_random_seed
+from thinc.types import Ragged
 
-from spacy_crf_ner.chars import CharCNN, char_codes
+from spacy_crf_ner.chars import CharCNN, distinct_words, word_codes
 
 
 @pytest.fixture(scope="module")
@@ -16,12 +17,45 @@ def en():
     return spacy.blank("en")
 
 
-def test_char_codes(en):
-    codes, lengths = char_codes(en("Zoë hifi 東京"), max_chars=3)
-    assert lengths.tolist() == [3, 3, 2]  # "hifi" is cut at 3 characters
+def test_distinct_words_and_their_codes(en):
+    docs = [en("Zoë hifi 東京"), en(""), en("hifu Zoë")]
+    words, token_word = distinct_words(docs, max_chars=3)
+    assert words == ["Zoë", "hif", "東京"]  # "hifi" and "hifu" are both cut to "hif"
+    assert token_word.tolist() == [0, 1, 2, 1, 0]
+    codes, lengths = word_codes(words)
+    assert lengths.tolist() == [3, 3, 2]
     assert codes[:, 0].tolist() == [ord(c) for c in "Zoëhif東京"]
-    empty_codes, empty_lengths = char_codes(en(""), max_chars=3)
+    assert distinct_words([en("")], max_chars=3)[0] == []
+    empty_codes, empty_lengths = word_codes([])
     assert empty_codes.shape == (0, 1) and empty_lengths.shape == (0,)
+
+
+def test_each_word_encoded_once_gives_the_per_token_output_and_gradient(en):
+    """Encoding a batch's distinct words once and summing their tokens' gradients must equal
+    encoding every token on its own (the CNN's forward/backprop before it was deduplicated)."""
+    fix_random_seed(0)
+    model = CharCNN(8, rows=300, max_chars=6)
+    model.initialize()
+    docs = [en("the cat and the dog , the end ."), en("Dogs and cats , cats and dogs")]
+    rng = numpy.random.default_rng(0)
+    Ys, backprop = model(docs, is_train=True)
+    dYs = [rng.normal(size=Y.shape).astype("float32") for Y in Ys]
+    backprop(dYs)
+    encode = model.layers[0]
+    params = [(node, name) for node in model.walk() for name in node.param_names]
+    grads = [node.get_grad(name).copy() for node, name in params]
+    for node, name in params:
+        node.set_grad(name, numpy.zeros_like(node.get_grad(name)))
+    words = [t.text[:6] for doc in docs for t in doc]
+    codes, lengths = word_codes(words)
+    X = Ragged(model.ops.asarray2i(codes, dtype="uint64"), model.ops.asarray1i(lengths))
+    expected, backprop_each = encode(X, is_train=True)
+    numpy.testing.assert_allclose(numpy.concatenate(Ys), expected, rtol=1e-6)
+    backprop_each(numpy.concatenate(dYs))
+    assert len(params) >= 3  # the character table and the Maxout's weights and bias
+    for (node, name), grad in zip(params, grads, strict=True):
+        assert numpy.abs(grad).sum() > 0, name
+        numpy.testing.assert_allclose(grad, node.get_grad(name), rtol=1e-4, atol=1e-6)
 
 
 def test_word_vectors_see_every_character_of_the_word_only(en):

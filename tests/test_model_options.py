@@ -200,3 +200,42 @@ def test_input_dropout(small_model, en_train_data, tmp_path):
                 if n.name == "fixed_dropout"]  # fmt: skip
     nlp, examples = make(small_model, en_train_data, input_dropout=0.2)
     fit_and_round_trip(nlp, examples, tmp_path, n_iter=60)
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_bilstm_matches_torch_packed_lstm(depth):
+    """The padded, per-direction LSTM gives the outputs and gradients of ``nn.LSTM`` over a
+    ``PackedSequence`` with the same weights: padding enters neither direction."""
+    import torch
+    from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
+
+    from spacy_crf_ner.layers import _make_lstm_module
+
+    torch.manual_seed(0)
+    module = _make_lstm_module(5, 3, depth, 0.0)
+    lengths = [4, 1, 9, 2, 9, 3]  # ragged, unsorted, with ties: several padding groups
+    flat = torch.randn(sum(lengths), 5, requires_grad=True)
+    ours = module(flat, torch.tensor(lengths))
+    seqs = torch.split(flat, lengths)
+    packed, _ = module.lstm(pack_sequence(list(seqs), enforce_sorted=False))
+    padded, _ = pad_packed_sequence(packed, batch_first=True)
+    theirs = torch.cat([padded[i, :n] for i, n in enumerate(lengths)])
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    weights = torch.randn_like(ours)
+    grads = torch.autograd.grad((ours * weights).sum(), [flat, *module.parameters()])
+    expected = torch.autograd.grad((theirs * weights).sum(), [flat, *module.parameters()])
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_padding_groups_bound_the_padding():
+    from spacy_crf_ner.layers import _padding_groups
+
+    lengths = [100_000, 12, 30, 25, 7, 40]
+    groups = _padding_groups(lengths)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    assert [0] in groups  # the long doc is not padded to by the sentences
+    for group in groups:
+        padded = len(group) * max(lengths[i] for i in group)
+        assert padded <= 1.25 * sum(lengths[i] for i in group)
+    assert _padding_groups([5, 5, 5]) == [[0, 1, 2]]
