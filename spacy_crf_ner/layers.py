@@ -168,17 +168,17 @@ def _lstm_module_class() -> type:
                         # cuDNN copies one direction's weights into its own buffer (not
                         # ``flatten_parameters``'s, which holds both) and warns on every call.
                         warnings.filterwarnings("ignore", message="RNN module weights are not")
-                        out = torch.lstm(
+                        out, _, _ = torch.lstm(
                             inputs,
                             (zeros, zeros),
                             weights,
-                            True,
-                            1,
-                            0.0,
-                            self.training,
-                            False,
-                            True,
-                        )[0]
+                            has_biases=True,
+                            num_layers=1,
+                            dropout=0.0,
+                            train=self.training,
+                            bidirectional=False,
+                            batch_first=True,
+                        )
                     directions.append(out if not suffix else _gather_steps(out, reverse))
                 x = torch.cat(directions, dim=2)
             return x
