@@ -76,7 +76,8 @@ def PackedBiLSTM(
     """A bidirectional LSTM over the tokens of each doc; ``nO`` = 2 x hidden size.
 
     Padding never enters the backward direction (see ``PackedLSTMModule.forward``), so a doc's
-    output does not depend on its batch.
+    output does not depend on its batch. "Packed" is from its first version (``nn.LSTM`` over
+    packed sequences); the names stay, since the export and tests find the node by its name.
     """
     if nO % 2:
         raise ValueError(f"PackedBiLSTM: nO must be even (two directions); got {nO}")
