@@ -18,9 +18,10 @@ this one whenever it enumerates factories.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from io import BytesIO
 from typing import Any
 
@@ -155,20 +156,17 @@ def _lstm_module_class() -> type:
                 steps < lengths.unsqueeze(1), lengths.unsqueeze(1) - 1 - steps, steps
             ).to(x.device)
             zeros = x.new_zeros(1, x.shape[0], lstm.hidden_size)
-            for layer in range(lstm.num_layers):
-                if layer:
-                    x = torch.nn.functional.dropout(x, lstm.dropout, self.training)
-                directions = []
-                for suffix in ("", "_reverse"):
-                    weights = [
-                        getattr(lstm, f"{name}_l{layer}{suffix}")
-                        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-                    ]
-                    inputs = x if not suffix else _gather_steps(x, reverse)
-                    with warnings.catch_warnings():
-                        # cuDNN copies one direction's weights into its own buffer (not
-                        # ``flatten_parameters``'s, which holds both) and warns on every call.
-                        warnings.filterwarnings("ignore", message="RNN module weights are not")
+            with _quiet_cudnn_weights(x.is_cuda):
+                for layer in range(lstm.num_layers):
+                    if layer:
+                        x = torch.nn.functional.dropout(x, lstm.dropout, self.training)
+                    directions = []
+                    for suffix in ("", "_reverse"):
+                        weights = [
+                            getattr(lstm, f"{name}_l{layer}{suffix}")
+                            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+                        ]
+                        inputs = x if not suffix else _gather_steps(x, reverse)
                         out, _, _ = torch.lstm(
                             inputs,
                             (zeros, zeros),
@@ -180,8 +178,8 @@ def _lstm_module_class() -> type:
                             bidirectional=False,
                             batch_first=True,
                         )
-                    directions.append(out if not suffix else _gather_steps(out, reverse))
-                x = torch.cat(directions, dim=2)
+                        directions.append(out if not suffix else _gather_steps(out, reverse))
+                    x = torch.cat(directions, dim=2)
             return x
 
     def _gather_steps(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -191,6 +189,20 @@ def _lstm_module_class() -> type:
     PackedLSTMModule.__module__ = __name__
     PackedLSTMModule.__qualname__ = "PackedLSTMModule"
     return PackedLSTMModule
+
+
+@contextlib.contextmanager
+def _quiet_cudnn_weights(on_cuda: bool) -> Iterator[None]:
+    """On CUDA, silence cuDNN's warning that an LSTM's weights are not one contiguous chunk:
+    ``PackedLSTMModule`` passes one direction's four tensors (not ``flatten_parameters``'s
+    buffer, which holds both), and cuDNN would warn on every call. Nothing to do on the CPU,
+    which keeps ``warnings``' global state out of the hot path there."""
+    if not on_cuda:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="RNN module weights are not")
+        yield
 
 
 def _padding_groups(lengths: list[int], waste: float = 1.25) -> list[list[int]]:
