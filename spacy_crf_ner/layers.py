@@ -207,9 +207,10 @@ def _quiet_cudnn_weights(on_cuda: bool) -> Iterator[None]:
 
 def _padding_groups(lengths: list[int], waste: float = 1.25) -> list[list[int]]:
     """Indices of docs to pad together: longest first, a group growing while its padded size
-    stays within ``waste`` times its tokens. Padding costs time even on the CPU (1.25 beat
-    1.1, 1.5, 2 and one group on CoNLL articles and on batches of 256 sentences), and it bounds
-    memory: a 100,000-token doc is not padded to by a batch of sentences."""
+    stays within ``waste`` times its tokens. Padding costs time even on the CPU: 1.1-1.25 are
+    the fastest, one group for the batch 1.7x (CoNLL articles, training) and 2.8x (256
+    sentences, prediction) slower (``benchmarks/lstm_padding.py``, BENCHMARKS.md §4.1). It
+    also bounds memory: a 100,000-token doc is not padded to by a batch of sentences."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     groups: list[list[int]] = []
     tokens = 0
