@@ -130,9 +130,10 @@ def _lstm_module_class() -> type:
             """(N, nI) rows of non-empty docs and their lengths (on the host) -> (N, nO).
 
             Not ``nn.LSTM`` over a ``PackedSequence``: on the CPU its backward is per-step
-            autograd, ~5x slower than the fused kernel torch uses for padded input (55% of
-            a training step went there). Docs are padded at their end in groups of similar
-            length, each LSTM direction runs as its own ``torch.lstm`` call with this module's
+            autograd, several times slower than the fused kernel torch uses for padded input
+            (training 3.1-3.4x faster without it, BENCHMARKS.md §4.1). Docs are padded at
+            their end in groups of similar length, each LSTM direction runs as its own
+            ``torch.lstm`` call with this module's
             weights, and the backward direction reads each doc reversed within its own length,
             so padding enters neither direction: the same outputs as the packed LSTM
             (float rounding apart) with the same parameters, so saved pipelines load as before.
