@@ -7,7 +7,9 @@ batches of 6 docs with the lengths of a corpus's first docs (training on CoNLL a
 no-grad forward over batches of 256 sentence-length docs (prediction). "one group" pads the
 whole batch together. Prints seconds and the ratio to the shipped bound.
 
-    python benchmarks/lstm_padding.py --train /tmp/c20/wd40-s1/corpus/eng.train.spacy
+    python benchmarks/lstm_padding.py --train /tmp/acc-conll/corpus/eng.train.spacy
+
+(``accuracy.py --corpus conll --out /tmp/acc-conll`` converts CoNLL-2003 into that folder.)
 """
 
 from __future__ import annotations

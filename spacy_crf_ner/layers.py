@@ -133,10 +133,10 @@ def _lstm_module_class() -> type:
             autograd, several times slower than the fused kernel torch uses for padded input
             (training 3.1-3.4x faster without it, BENCHMARKS.md §4.1). Docs are padded at
             their end in groups of similar length, each LSTM direction runs as its own
-            ``torch.lstm`` call with this module's
-            weights, and the backward direction reads each doc reversed within its own length,
-            so padding enters neither direction: the same outputs as the packed LSTM
-            (float rounding apart) with the same parameters, so saved pipelines load as before.
+            ``torch.lstm`` call with this module's weights, and the backward direction reads
+            each doc reversed within its own length, so padding enters neither direction: the
+            same outputs as the packed LSTM (float rounding apart) with the same parameters,
+            so saved pipelines load as before.
             """
             sizes = lengths.tolist()
             seqs = torch.split(flat, sizes)
