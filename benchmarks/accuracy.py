@@ -99,6 +99,16 @@ def train_to_early_stop(
     return records, elapsed
 
 
+def with_n_sents(spec: dict, n_sents: int | None) -> dict:
+    """``spec`` converting ``n_sents`` sentences per Doc (None: unchanged)."""
+    if n_sents is None:
+        return spec
+    options = list(spec["convert"])
+    if "--n-sents" in options:
+        del options[options.index("--n-sents") : options.index("--n-sents") + 2]
+    return {**spec, "convert": [*options, "--n-sents", str(n_sents)]}
+
+
 def summary(values: list[float]) -> str:
     mean = statistics.fmean(values)
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -126,8 +136,15 @@ def main() -> None:
         help="keep finished runs in --out trained with the same config, seed and overrides",
     )
     parser.add_argument("--crf-override", nargs="*", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument(
+        "--n-sents",
+        type=int,
+        default=None,
+        help="sentences per Doc for all three splits (convert --n-sents; 0: one Doc per "
+        "-DOCSTART- document); default: the corpus's own conversion",
+    )
     args = parser.parse_args()
-    spec = CORPORA[args.corpus]
+    spec = with_n_sents(CORPORA[args.corpus], args.n_sents)
     args.out.mkdir(parents=True, exist_ok=True)
     corpus = prepare_corpus(spec, args.data_dir, args.out)
     configs = {
