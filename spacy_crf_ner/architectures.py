@@ -16,7 +16,7 @@ from thinc.layers import Linear
 from thinc.types import Floats2d
 
 from .chars import CharCNN
-from .layers import CRFLayer, FixedDropout, PackedBiLSTM, WordDropout
+from .layers import CRFLayer, FeatureDropout, FixedDropout, PackedBiLSTM, WordDropout
 from .ngrams import NgramEmbed
 
 # Characters per word for ``char_features``: the first and the last four UTF-8 bytes.
@@ -128,6 +128,7 @@ def build_bilstm_encoder(
     word_dropout: float = 0.0,
     char_cnn: int = 0,
     input_dropout: float = 0.0,
+    word_dropout_attrs: list[str] | None = None,
 ) -> Model[list[Doc], list[Floats2d]]:
     """Hash embeddings (+ optional character and n-gram features) -> bidirectional LSTM.
 
@@ -149,6 +150,10 @@ def build_bilstm_encoder(
         than characters: give them more rows.
     word_dropout: in training, zero a token's hash embeddings (the ``attrs`` features) at
         this rate, as if it were an unknown word; character and n-gram features stay.
+    word_dropout_attrs: null for the above; otherwise the attrs (of ``attrs``) that word
+        dropout drops, e.g. ``["NORM"]``: a dropped token's keys for them become an
+        unknown-word key and its other attrs (affixes, shape) stay, as they do for an
+        unseen word of real text (``layers.FeatureDropout``).
     char_cnn: 0 for none; otherwise the width of a character CNN word vector (Ma & Hovy
         2016; ``chars.py``) over all of each word's characters (up to 20), concatenated to
         the other features. An alternative to ``char_features`` for English and other
@@ -165,7 +170,9 @@ def build_bilstm_encoder(
         rows=[embed_size] * len(attrs),
         include_static_vectors=include_static_vectors,
     )
-    if word_dropout > 0:
+    if word_dropout > 0 and word_dropout_attrs is not None:
+        _drop_features(embed, list(attrs), list(word_dropout_attrs), word_dropout)
+    elif word_dropout > 0:
         embed = chain(embed, WordDropout(word_dropout))
     embed_width = width
     if char_features > 0:
@@ -196,3 +203,21 @@ def build_bilstm_encoder(
     model.set_ref("embed", embed)
     model.set_ref("encode", lstm)
     return model
+
+
+def _drop_features(embed: Model, attrs: list[str], dropped: list[str], rate: float) -> None:
+    """Put a ``FeatureDropout`` of ``dropped`` into spaCy's MultiHashEmbed, between its
+    feature extraction and its hash tables (MultiHashEmbed has no option for it)."""
+    unknown = [attr for attr in dropped if attr not in attrs]
+    if not dropped or unknown:
+        raise ValueError(
+            f"[crf_ner] word_dropout_attrs {dropped} must name some of the encoder's attrs "
+            f"{attrs}" + (f" ({', '.join(unknown)} is not one)" if unknown else "")
+        )
+    columns = [attrs.index(attr) for attr in dropped]
+    for node in embed.walk():
+        names = [layer.name for layer in node.layers[:2]]
+        if names == ["extract_features", "list2ragged"]:
+            node.layers.insert(2, FeatureDropout(rate, columns))
+            return
+    raise ValueError(f"[crf_ner] word_dropout_attrs: no feature extraction in '{embed.name}'")

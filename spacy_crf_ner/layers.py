@@ -10,7 +10,9 @@
   backward direction (each doc is reversed within its own length) and whose weights are saved
   as msgpack'd numpy arrays, so loading a pipeline never unpickles anything.
 * ``FixedDropout`` is dropout at a rate that spaCy's ``[training] dropout`` does not change;
-  ``WordDropout`` drops whole tokens' embeddings (unknown-word training), at its own rate too.
+  ``WordDropout`` drops whole tokens' embeddings (unknown-word training), at its own rate too;
+  ``FeatureDropout`` replaces some of a token's hashed features (its NORM, say) by an unknown
+  key instead, so that its other features (affixes, shape) stay.
 
 Torch is imported inside the functions: spaCy imports the entry-point modules that import
 this one whenever it enumerates factories.
@@ -28,7 +30,7 @@ from typing import Any
 import numpy
 import srsly
 from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v3, torch2xp, xp2torch
-from thinc.types import Floats2d
+from thinc.types import Floats2d, Ragged
 
 CRF_PARAMS = ("transitions", "start", "end")
 
@@ -354,3 +356,38 @@ def _word_dropout_forward(
         return [dY * mask for dY, mask in zip(dYs, masks, strict=True)]
 
     return [X * mask for X, mask in zip(Xs, masks, strict=True)], backprop
+
+
+# The key a dropped feature is replaced by: spaCy's ID of the empty string, which no token's
+# NORM, LOWER, PREFIX, SUFFIX or SHAPE has. HashEmbed hashes it like any other key, so the
+# "unknown word" gets embedding rows of its own that training learns.
+UNKNOWN_KEY = 0
+
+
+def FeatureDropout(rate: float, columns: list[int]) -> Model[Ragged, Ragged]:
+    """Word dropout for some features only: in training, each token's feature keys in
+    ``columns`` (of spaCy's ``FeatureExtractor`` output) are replaced by ``UNKNOWN_KEY`` at
+    ``rate``, all of a token's columns together. ``WordDropout`` zeroes a token's whole
+    embedding, affixes and shape included; but an unseen word in real text still has a
+    known shape and known affixes, only its identity (NORM) is new. Dropping the identity
+    alone is the unknown-word training of Lample et al. (2016), where the word embedding
+    is replaced by an UNK vector and the character features stay.
+    """
+    return Model(
+        "feature_dropout",
+        _feature_dropout_forward,
+        attrs={"rate": rate, "columns": list(columns)},
+    )
+
+
+def _feature_dropout_forward(model: Model, X: Ragged, is_train: bool) -> tuple[Ragged, Callable]:
+    rate = model.attrs["rate"]
+    if not is_train or rate <= 0.0 or not len(X.dataXd):
+        return X, lambda dY: dY
+    xp = model.ops.xp
+    keys = X.dataXd.copy()
+    dropped = xp.random.uniform(size=keys.shape[0]) < rate
+    columns = xp.asarray(model.attrs["columns"], dtype="int64")
+    keys[xp.nonzero(dropped)[0][:, None], columns[None, :]] = UNKNOWN_KEY
+    # The keys are integers: there is no gradient to them, only to the embedding rows.
+    return Ragged(keys, X.lengths), lambda dY: dY

@@ -164,6 +164,63 @@ def test_word_dropout(small_model, en_train_data):
     assert not [n for n in plain.get_pipe("crf_ner").model.walk() if n.name == "word_dropout"]
 
 
+def test_feature_dropout_replaces_the_chosen_keys():
+    """FeatureDropout replaces the chosen columns' keys of whole tokens (all chosen columns
+    of a token together) by the unknown key at its rate, in training only; the other columns
+    are untouched, and the input is not changed in place."""
+    from thinc.api import Ragged
+
+    from spacy_crf_ner.layers import UNKNOWN_KEY, FeatureDropout
+
+    fix_random_seed(0)
+    rng = numpy.random.default_rng(0)
+    keys = rng.integers(1, 2**63, size=(4000, 4), dtype="uint64")
+    X = Ragged(keys.copy(), numpy.asarray([3990, 10], dtype="int32"))
+    layer = FeatureDropout(0.3, [0, 2])
+    Y, backprop = layer(X, is_train=True)
+    numpy.testing.assert_array_equal(X.dataXd, keys)
+    numpy.testing.assert_array_equal(Y.lengths, X.lengths)
+    changed = Y.dataXd != keys
+    assert not changed[:, [1, 3]].any()
+    numpy.testing.assert_array_equal(changed[:, 0], changed[:, 2])
+    assert (Y.dataXd[changed] == UNKNOWN_KEY).all()
+    assert 0.27 < float(changed[:, 0].mean()) < 0.33
+    assert backprop("d") == "d"
+    assert layer(X, is_train=False)[0] is X
+
+
+def test_word_dropout_attrs(small_model, en_train_data, tmp_path):
+    """word_dropout_attrs puts a FeatureDropout of those attrs inside the hash embeddings
+    (in place of WordDropout); the model learns, saves and loads; an attr the encoder does
+    not embed is an error that names it."""
+    fix_random_seed(0)
+    nlp, examples = make(
+        small_model, en_train_data, word_dropout=0.3, word_dropout_attrs=["NORM", "SHAPE"]
+    )
+    nodes = list(nlp.get_pipe("crf_ner").model.walk())
+    (node,) = [n for n in nodes if n.name == "feature_dropout"]
+    assert node.attrs == {"rate": 0.3, "columns": [0, 3]}  # of NORM, PREFIX, SUFFIX, SHAPE
+    assert not [n for n in nodes if n.name == "word_dropout"]
+    calls = []
+    original = node._func
+
+    def record(layer, X, is_train):
+        Y, backprop = original(layer, X, is_train)
+        calls.append((is_train, int((Y.dataXd != X.dataXd).any(axis=1).sum()), len(X.dataXd)))
+        return Y, backprop
+
+    node._func = record
+    nlp.initialize(get_examples=lambda: examples)
+    nlp.update(examples)
+    node._func = original
+    (is_train, n_dropped, n_tokens), *_ = [call for call in calls if call[0]]
+    assert 0 < n_dropped < n_tokens  # it runs in training, on the encoder's own keys
+    loaded = fit_and_round_trip(nlp, examples, tmp_path, n_iter=60)
+    assert [n.name for n in loaded.get_pipe("crf_ner").model.walk()].count("feature_dropout") == 1
+    with pytest.raises(ValueError, match="LEMMA is not one"):
+        make(small_model, en_train_data, word_dropout=0.3, word_dropout_attrs=["LEMMA"])
+
+
 def test_input_dropout(small_model, en_train_data, tmp_path):
     """input_dropout drops elements of the BiLSTM's input (the hash and character features
     concatenated) in training only, at its own rate; the model still learns and round-trips."""

@@ -107,8 +107,10 @@ def deep_pipeline(tmp_path_factory, sample_docs) -> Path:
 @pytest.fixture(scope="module")
 def char_cnn_pipeline(tmp_path_factory, sample_docs) -> Path:
     """Both character encoders, CharacterEmbed and the character CNN: the three embedding
-    blocks the exporter concatenates; and input dropout, a layer the graph leaves out."""
-    tok2vec = {"char_features": 4, "char_cnn": 12, "lstm_width": 8, "input_dropout": 0.3}
+    blocks the exporter concatenates; and input dropout and NORM-only word dropout, layers
+    the graph leaves out."""
+    tok2vec = {"char_features": 4, "char_cnn": 12, "lstm_width": 8, "input_dropout": 0.3,
+               "word_dropout": 0.3, "word_dropout_attrs": ["NORM"]}  # fmt: skip
     path = tmp_path_factory.mktemp("cnn") / "pipeline"
     return untrained_pipeline(path, sample_docs[0], 2, tok2vec)
 
