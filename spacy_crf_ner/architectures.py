@@ -170,7 +170,8 @@ def build_bilstm_encoder(
         rows=[embed_size] * len(attrs),
         include_static_vectors=include_static_vectors,
     )
-    if word_dropout > 0 and word_dropout_attrs is not None:
+    if word_dropout_attrs is not None:
+        # Checked at any rate: a misspelt attr is reported, not ignored until the rate is set.
         _drop_features(embed, list(attrs), list(word_dropout_attrs), word_dropout)
     elif word_dropout > 0:
         embed = chain(embed, WordDropout(word_dropout))
@@ -215,6 +216,8 @@ def _drop_features(embed: Model, attrs: list[str], dropped: list[str], rate: flo
             f"{attrs}" + (f" ({', '.join(unknown)} is not one)" if unknown else "")
         )
     columns = [attrs.index(attr) for attr in dropped]
+    if rate <= 0:
+        return
     for node in embed.walk():
         names = [layer.name for layer in node.layers[:2]]
         if names == ["extract_features", "list2ragged"]:

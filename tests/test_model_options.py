@@ -217,8 +217,12 @@ def test_word_dropout_attrs(small_model, en_train_data, tmp_path):
     assert 0 < n_dropped < n_tokens  # it runs in training, on the encoder's own keys
     loaded = fit_and_round_trip(nlp, examples, tmp_path, n_iter=60)
     assert [n.name for n in loaded.get_pipe("crf_ner").model.walk()].count("feature_dropout") == 1
-    with pytest.raises(ValueError, match="LEMMA is not one"):
-        make(small_model, en_train_data, word_dropout=0.3, word_dropout_attrs=["LEMMA"])
+    for rate in (0.3, 0.0):
+        with pytest.raises(ValueError, match="LEMMA is not one"):
+            make(small_model, en_train_data, word_dropout=rate, word_dropout_attrs=["LEMMA"])
+    plain, _ = make(small_model, en_train_data, word_dropout=0.0, word_dropout_attrs=["NORM"])
+    names = {n.name for n in plain.get_pipe("crf_ner").model.walk()}
+    assert not names & {"feature_dropout", "word_dropout"}
 
 
 def test_input_dropout(small_model, en_train_data, tmp_path):
