@@ -153,7 +153,8 @@ def build_bilstm_encoder(
     word_dropout_attrs: null for the above; otherwise the attrs (of ``attrs``) that word
         dropout drops, e.g. ``["NORM"]``: a dropped token's keys for them become an
         unknown-word key and its other attrs (affixes, shape) stay, as they do for an
-        unseen word of real text (``layers.FeatureDropout``).
+        unseen word of real text (``layers.FeatureDropout``). On CoNLL-2003 it does worse
+        than dropping the whole vector (BENCHMARKS.md §11.20).
     char_cnn: 0 for none; otherwise the width of a character CNN word vector (Ma & Hovy
         2016; ``chars.py``) over all of each word's characters (up to 20), concatenated to
         the other features. An alternative to ``char_features`` for English and other
