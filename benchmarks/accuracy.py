@@ -137,6 +137,13 @@ def main() -> None:
     )
     parser.add_argument("--crf-override", nargs="*", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument(
+        "--crf-config",
+        type=Path,
+        default=None,
+        help="train crf_ner with this config instead of the corpus's shipped one (a change "
+        "that overrides cannot make, such as adding a section)",
+    )
+    parser.add_argument(
         "--n-sents",
         type=int,
         default=None,
@@ -148,7 +155,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     corpus = prepare_corpus(spec, args.data_dir, args.out)
     configs = {
-        "crf_ner": ROOT / spec["config"],
+        "crf_ner": args.crf_config or ROOT / spec["config"],
         "spacy_ner": spacy_ner_config(spec["lang"], args.out),
     }
     test = corpus / f"{spec['files'][2]}.spacy"

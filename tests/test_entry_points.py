@@ -27,6 +27,7 @@ REGISTRIES = {
     "spacy_scorers": "scorers",
     "spacy_readers": "readers",
     "spacy_batchers": "batchers",
+    "spacy_augmenters": "augmenters",
 }
 DECLARED = [
     (group, name, value)
