@@ -5,7 +5,8 @@ of its entity mentions replaced by other mentions of the same label from the tra
 corpus (Dai & Adel 2020, "An analysis of simple data augmentation for named entity
 recognition"). A tagger that sees "ORG said" with many different names learns to read the
 context rather than memorise names; most entities of a real test set are not in the
-training data (46% on CoNLL-2003, BENCHMARKS.md §11.12).
+training data (46% on CoNLL-2003, BENCHMARKS.md §11.12). On CoNLL-2003 it did not raise test
+F1 (BENCHMARKS.md §11.21), so the shipped configs leave it off.
 
 Why a pool read from the training file rather than collected on the fly: ``spacy train``
 (with ``max_epochs`` >= 0) runs the augmenter once over the corpus and shuffles that list
