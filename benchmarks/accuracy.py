@@ -151,6 +151,8 @@ def main() -> None:
         "-DOCSTART- document); default: the corpus's own conversion",
     )
     args = parser.parse_args()
+    if args.crf_config is not None and not args.crf_config.is_file():
+        parser.error(f"--crf-config: no such config file: {args.crf_config}")
     spec = with_n_sents(CORPORA[args.corpus], args.n_sents)
     args.out.mkdir(parents=True, exist_ok=True)
     corpus = prepare_corpus(spec, args.data_dir, args.out)

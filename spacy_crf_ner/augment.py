@@ -124,7 +124,9 @@ def replace_mentions(doc: Doc, pool: dict[str, list[Mention]], rate: float) -> D
         position = ent.end
         old = _mention(ent)
         candidates = pool.get(ent.label_, [])
-        if not any(c != old for c in candidates[:2]) or random.random() >= rate:
+        # The pool's mentions are distinct: another name exists unless it holds only this one.
+        has_other = len(candidates) > 1 or (len(candidates) == 1 and candidates[0] != old)
+        if not has_other or random.random() >= rate:
             _copy_tokens(ent, words, spaces, tags, sent_starts)
             continue
         new = random.choice(candidates)
