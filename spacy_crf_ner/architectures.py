@@ -16,6 +16,7 @@ from thinc.layers import Linear
 from thinc.types import Floats2d
 
 from .chars import CharCNN
+from .context import DocumentContext
 from .layers import CRFLayer, FeatureDropout, FixedDropout, PackedBiLSTM, WordDropout
 from .ngrams import NgramEmbed
 
@@ -129,6 +130,8 @@ def build_bilstm_encoder(
     char_cnn: int = 0,
     input_dropout: float = 0.0,
     word_dropout_attrs: list[str] | None = None,
+    ngram_dropout: float = 0.0,
+    doc_context: bool = False,
 ) -> Model[list[Doc], list[Floats2d]]:
     """Hash embeddings (+ optional character and n-gram features) -> bidirectional LSTM.
 
@@ -148,6 +151,11 @@ def build_bilstm_encoder(
         with one token per character, where they stand in for a word lexicon.
     ngram_rows: rows of each n-gram table (0: embed_size). Bigrams are far more numerous
         than characters: give them more rows.
+    ngram_dropout: in training, zero all of a token's n-gram embeddings at this rate, on
+        their own draw (``word_dropout`` leaves them alone). A bigram is seen far fewer
+        times than its characters, and without it the bigram tables are learnt by heart
+        within a few epochs (BENCHMARKS.md §11.10). At 0.3 and 0.6 they still do not
+        beat single characters on Resume and Weibo dev (§11.22).
     word_dropout: in training, zero a token's hash embeddings (the ``attrs`` features) at
         this rate, as if it were an unknown word; character and n-gram features stay.
     word_dropout_attrs: null for the above; otherwise the attrs (of ``attrs``) that word
@@ -162,6 +170,10 @@ def build_bilstm_encoder(
     input_dropout: dropout on what the BiLSTM reads (all the features above, concatenated),
         at this fixed rate, in training only. Lample et al. (2016) put 0.5 here; it also
         reaches the character features, which ``word_dropout`` leaves alone.
+    doc_context: append to each token's BiLSTM vector the mean BiLSTM vector of all
+        occurrences of its word in the same doc (``context.py``): a name repeated bare
+        later in a document gets what its first, telling mention had. Output width
+        ``4 * lstm_width``.
     """
     if attrs is None:
         attrs = ["NORM", "PREFIX", "SUFFIX", "SHAPE"]
@@ -192,8 +204,11 @@ def build_bilstm_encoder(
         embed_width += char_cnn
     if ngram_size:
         ngrams = NgramEmbed(width, ngram_rows or embed_size, ngram_size)
+        ngram_width = ngrams.get_dim("nO")
+        if ngram_dropout > 0:
+            ngrams = chain(ngrams, WordDropout(ngram_dropout))
         embed = concatenate(embed, ngrams)
-        embed_width += ngrams.get_dim("nO")
+        embed_width += ngram_width
     lstm = PackedBiLSTM(2 * lstm_width, embed_width, depth=lstm_depth, dropout=lstm_dropout)
     # Inference ignores the dropout layer: ONNX export reads the "embed" and "encode" refs.
     model = (
@@ -202,6 +217,8 @@ def build_bilstm_encoder(
         else chain(embed, lstm)
     )
     model.set_dim("nO", 2 * lstm_width)
+    if doc_context:
+        model = DocumentContext(model)
     model.set_ref("embed", embed)
     model.set_ref("encode", lstm)
     return model

@@ -38,6 +38,7 @@ from spacy.language import Language
 from thinc.api import Config, Model
 
 from .loaders import load_pipeline
+from .ngrams import ngram_columns
 from .onnx_crf import MIN_OPSET, GraphBuilder, add_viterbi, crf_model, masked_params
 from .onnx_crf import make_model as checked_model
 from .onnx_pipe import (
@@ -258,24 +259,28 @@ def read_bilstm_crf(component: Any) -> dict[str, Any]:
             "hidden": lstm_module.hidden_size,
             "depth": lstm_module.num_layers,
         },  # fmt: skip
+        "doc_context": bool(_nodes(tok2vec, "doc_context")),
         **_read_head(component),
     }
 
 
 def _read_hash_embed(embed: Model) -> dict[str, Any]:
-    """The tables, Maxout mixers (and character embeddings, character CNN) of a MultiHashEmbed
-    (concatenated with a CharacterEmbed and/or a CharCNN)."""
-    if _nodes(embed, "ngram_features"):
-        raise ExportError(
-            "the encoder uses ngram_size: export cannot write it to ONNX yet; train with "
-            "ngram_size = 0 (the shipped configs do) to deploy without torch"
-        )
+    """The tables, Maxout mixers (and character embeddings, character CNN, n-gram tables) of
+    a MultiHashEmbed (concatenated with a CharacterEmbed, a CharCNN and/or an NgramEmbed)."""
     has_chars = bool(_nodes(embed, "charembed"))
     cnn_blocks = _nodes(embed, "char_cnn")
-    # BiLSTMEncoder concatenates [hash embeddings, CharacterEmbed?, CharCNN?] in this order.
-    layers = list(embed.layers) if has_chars or cnn_blocks else [embed]
-    blocks = [layer for layer in layers if layer.name != "char_cnn"]
-    if len(blocks) != (2 if has_chars else 1) or (cnn_blocks and layers[-1] is not cnn_blocks[0]):
+    has_ngrams = bool(_nodes(embed, "ngram_features"))
+    # BiLSTMEncoder concatenates [hash embeddings, CharacterEmbed?, CharCNN?, NgramEmbed?] in
+    # this order.
+    layers = list(embed.layers) if has_chars or cnn_blocks or has_ngrams else [embed]
+    ngram_blocks = [layer for layer in layers if _nodes(layer, "ngram_features")]
+    blocks = [layer for layer in layers if layer.name != "char_cnn" and layer not in ngram_blocks]
+    extras = [*cnn_blocks, *ngram_blocks]
+    if (
+        len(blocks) != (2 if has_chars else 1)
+        or len(ngram_blocks) != int(has_ngrams)
+        or layers[len(layers) - len(extras) :] != extras
+    ):
         raise ExportError(f"unexpected embedding layers in '{embed.name}'")
     tables = []
     for block_index, block in enumerate(blocks):
@@ -298,6 +303,22 @@ def _read_hash_embed(embed: Model) -> dict[str, Any]:
         "mixers": [_maxout_params(b) for b in blocks],
         "chars": chars,
         "char_cnn": _read_char_cnn(cnn_blocks[0]) if cnn_blocks else None,
+        "ngrams": _read_ngrams(ngram_blocks[0]) if ngram_blocks else None,
+    }
+
+
+def _read_ngrams(block: Model) -> dict[str, Any]:
+    """The n-gram size and the table of each n-gram column of an ``ngrams.NgramEmbed``."""
+    tables = sorted(_nodes(block, "hashembed"), key=lambda node: node.attrs["column"])
+    size = int(_one(block, "ngram_features").attrs["ngram_size"])
+    if [node.attrs["column"] for node in tables] != list(range(ngram_columns(size))):
+        raise ExportError(f"unexpected n-gram tables in '{block.name}'")
+    return {
+        "size": size,
+        "tables": [
+            {"seed": int(node.attrs["seed"]), "table": numpy.asarray(node.get_param("E"))}
+            for node in tables
+        ],
     }
 
 
@@ -498,7 +519,23 @@ def _hash_embeddings(g: GraphBuilder, weights: dict[str, Any], inputs: list[Any]
         blocks.append(_maxout(g, part, mixer))
     if weights.get("char_cnn") is not None:
         blocks.append(_char_cnn(g, weights["char_cnn"], inputs))
+    if weights.get("ngrams") is not None:
+        blocks.append(_ngram_embeddings(g, weights["ngrams"], inputs))
     return blocks[0] if len(blocks) == 1 else g.op("Concat", blocks, axis=-1)
+
+
+def _ngram_embeddings(g: GraphBuilder, ngrams: dict[str, Any], inputs: list[Any]) -> str:
+    """``ngrams.NgramEmbed``: ``ngram_rows (B, T, columns, 4)`` are the hash rows of each
+    token's n-gram keys in the concatenated n-gram tables; the columns' vectors side by side,
+    with no mixing layer, as NgramEmbed concatenates them."""
+    from onnx import TensorProto, helper
+
+    columns = len(ngrams["tables"])
+    inputs.append(helper.make_tensor_value_info(
+        "ngram_rows", TensorProto.INT64, ["batch", "time", columns, 4]))  # fmt: skip
+    table = numpy.concatenate([t["table"] for t in ngrams["tables"]])
+    rows = _sum_hash_rows(g, g.const(table, "ngram_tables", "float32"), "ngram_rows", axis=3)
+    return g.op("Reshape", [rows, g.const([0, 0, -1], "shape", "int64")])
 
 
 def _char_cnn(g: GraphBuilder, cnn: dict[str, Any], inputs: list[Any]) -> str:
@@ -591,7 +628,30 @@ def bilstm_crf_model(weights: dict[str, Any], opset: int) -> Any:
         y = g.op("Transpose", [y], perm=[0, 2, 1, 3])  # (T, B, 2, H)
         x = g.op("Reshape", [y, g.const([0, 0, -1], "shape", "int64")])
     x = g.op("Transpose", [x], perm=[1, 0, 2])
+    if weights.get("doc_context"):
+        x = _document_context(g, x, 2 * lstm["hidden"], inputs)
     return _tagger_model(g, x, weights, inputs, "bilstm_crf", opset)
+
+
+def _document_context(g: GraphBuilder, x: str, width: int, inputs: list[Any]) -> str:
+    """``context.DocumentContext``: each token's vector and the mean vector of its group.
+
+    ``context_index (B, T)``: each token's group (the same word in the same doc; padding has
+    a group of its own); ``context_scale (G, 1)``: one over each group's size. The vectors
+    are summed into their group (ScatterND, reduction add), scaled, and gathered back."""
+    from onnx import TensorProto, helper
+
+    inputs += [
+        helper.make_tensor_value_info("context_index", TensorProto.INT64, ["batch", "time"]),
+        helper.make_tensor_value_info("context_scale", TensorProto.FLOAT, ["groups", 1]),
+    ]
+    flat = g.op("Reshape", [x, g.const([-1, width], "shape", "int64")])
+    index = g.op("Reshape", ["context_index", g.const([-1, 1], "shape", "int64")])
+    zeros = g.op("Mul", ["context_scale", g.const(numpy.zeros((1, width), "float32"), "zeros")])
+    sums = g.op("ScatterND", [zeros, index, flat], reduction="add")
+    means = g.op("Mul", [sums, "context_scale"])
+    pooled = g.op("Gather", [means, "context_index"], axis=0)
+    return g.op("Concat", [x, pooled], axis=-1)
 
 
 def transformer_head_model(weights: dict[str, Any], opset: int) -> Any:
@@ -766,6 +826,17 @@ def _write(
     cnn_settings = None
     if cnn is not None:
         cnn_settings = {"seed": cnn["seed"], "rows": len(cnn["E"]), "max_chars": cnn["max_chars"]}
+    ngrams = weights.get("ngrams")
+    ngram_settings = None
+    if ngrams is not None:
+        ngram_offsets = numpy.cumsum([0] + [len(t["table"]) for t in ngrams["tables"]])[:-1]
+        ngram_settings = {
+            "size": ngrams["size"],
+            "tables": [
+                {"seed": t["seed"], "rows": len(t["table"]), "offset": int(o)}
+                for t, o in zip(ngrams["tables"], ngram_offsets, strict=True)
+            ],
+        }
     settings = {
         "labels": list(pipe.labels),
         "tag_scheme": pipe.scheme.name,
@@ -778,6 +849,7 @@ def _write(
             ],
             "n_chars": None if weights["chars"] is None else int(weights["chars"]["nC"]),
             "char_cnn": cnn_settings,
+            "ngrams": ngram_settings,
         },  # fmt: skip
         "crf": {
             key: value.tolist()
@@ -788,6 +860,7 @@ def _write(
             )
         },  # fmt: skip
         "encoder": info["kind"],
+        "doc_context": bool(weights.get("doc_context")),
     }
     if transformer:
         tokenizer = weights["tokenizer"]

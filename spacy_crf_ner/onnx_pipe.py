@@ -124,7 +124,8 @@ class BiLSTMFeatures:
     ``tables`` (from the export) lists each hash table's token attribute, seed, number of rows
     and offset in the graph's concatenated table; a token's row keys are Thinc's
     ``NumpyOps.hash(attr, seed) % rows`` (4 keys each), plus the offset. ``char_cnn`` (seed,
-    rows, max_chars) adds the character CNN's inputs.
+    rows, max_chars) adds the character CNN's inputs; ``ngrams`` (size, and each column's
+    seed, rows and offset) the n-gram embeddings' (``ngrams.ngram_keys``, hashed the same way).
     """
 
     def __init__(
@@ -132,6 +133,7 @@ class BiLSTMFeatures:
         tables: list[dict[str, Any]],
         n_chars: int | None,
         char_cnn: dict[str, Any] | None = None,
+        ngrams: dict[str, Any] | None = None,
     ) -> None:
         from thinc.api import NumpyOps
 
@@ -140,6 +142,7 @@ class BiLSTMFeatures:
         self.attrs = list(dict.fromkeys(t["attr"] for t in tables))
         self.n_chars = n_chars
         self.char_cnn = char_cnn
+        self.ngrams = ngrams
 
     def __call__(self, docs: list[Doc], width: int) -> dict[str, numpy.ndarray]:
         batch = len(docs)
@@ -160,7 +163,24 @@ class BiLSTMFeatures:
             inputs["char_rows"] = chars
         if self.char_cnn:
             inputs.update(self._char_cnn_inputs(docs, width))
+        if self.ngrams:
+            inputs["ngram_rows"] = self._ngram_rows(docs, width)
         return inputs
+
+    def _ngram_rows(self, docs: list[Doc], width: int) -> numpy.ndarray:
+        """``(B, T, columns, 4)``: the rows of each token's n-gram keys in the graph's
+        concatenated n-gram tables (``export._ngram_embeddings``)."""
+        from .ngrams import ngram_keys
+
+        tables = self.ngrams["tables"]
+        rows = numpy.zeros((len(docs), width, len(tables), 4), dtype="int64")
+        for b, doc in enumerate(docs):
+            keys = ngram_keys(doc, self.ngrams["size"])
+            for column, table in enumerate(tables):
+                hashed = self.ops.hash(numpy.ascontiguousarray(keys[:, column]), table["seed"])
+                row = (hashed % table["rows"]).astype("int64")
+                rows[b, : len(doc), column] = row + table["offset"]
+        return rows
 
     def _char_cnn_inputs(self, docs: list[Doc], width: int) -> dict[str, numpy.ndarray]:
         """The batch's distinct words for the character CNN (``export._char_cnn``):
@@ -186,6 +206,21 @@ class BiLSTMFeatures:
         rows[word_ids, positions] = keys.astype("int64")
         mask[word_ids, positions] = True
         return {"cnn_rows": rows, "cnn_mask": mask, "cnn_index": index}
+
+
+def document_context_inputs(docs: list[Doc], width: int) -> dict[str, numpy.ndarray]:
+    """``context_index (B, T)``: each token's group (``context.occurrence_groups``; padding
+    is one more group) and ``context_scale (G + 1, 1)``: one over each group's size, for
+    ``export._document_context``."""
+    from .context import occurrence_groups
+
+    groups, counts = occurrence_groups(docs)
+    padding = len(counts)
+    index = numpy.full((len(docs), width), padding, dtype="int64")
+    doc_ids, positions = ragged_positions(numpy.asarray([len(doc) for doc in docs], dtype="int64"))
+    index[doc_ids, positions] = groups
+    scale = numpy.append(1.0 / counts, 1.0).astype("float32").reshape(-1, 1)
+    return {"context_index": index, "context_scale": scale}
 
 
 def strided_windows(n_tokens: int, window: int | None, stride: int | None) -> list[tuple]:
@@ -465,9 +500,14 @@ class OnnxCRFEntityRecognizer(Pipe):
         if self._featurizer is None:
             features = self._settings["features"]
             self._featurizer = BiLSTMFeatures(
-                features["tables"], features["n_chars"], features.get("char_cnn")
+                features["tables"],
+                features["n_chars"],
+                features.get("char_cnn"),
+                features.get("ngrams"),
             )
         inputs = self._featurizer(docs, width) if self._settings["features"]["tables"] else {}
+        if self._settings.get("doc_context"):
+            inputs.update(document_context_inputs(docs, width))
         if self._settings.get("encoder") == "transformer":
             if self._transformer is None:
                 self._transformer = TransformerFeatures(

@@ -6,6 +6,8 @@ import each other (or any helper module), so the suite runs from any folder, wit
 
 * ``en_train_data`` / ``zh_train_data``: the small English and Chinese training sets.
 * ``small_model``: a small BiLSTM ``CRFTagger.v1`` config, for tests that train their own.
+* ``learns_and_round_trips``: checks that a pipeline fits its examples and predicts the same
+  after ``to_disk`` and ``spacy.load``.
 * ``overfit``: a small crf_ner overfitted on ``en_train_data`` (session-wide, read-only:
   a test that switches a setting on restores it in a ``finally``).
 * ``over_confident_gold``: gold docs on which ``overfit`` is over-confident (calibration).
@@ -109,6 +111,34 @@ def zh_train_data() -> list[tuple[str, list[tuple[int, int, str]]]]:
 def small_model() -> dict:
     """The config of a small BiLSTM CRF tagger (a fresh copy: tests may change it)."""
     return copy.deepcopy(SMALL_MODEL)
+
+
+@pytest.fixture
+def learns_and_round_trips(tmp_path):
+    """``check(nlp, examples, optimizer, updates=40)``: after ``updates`` updates ``nlp`` finds
+    exactly the gold entities of ``examples``; saved and loaded, it finds them again and its
+    crf_ner model gives the same scores to the last bit."""
+    import numpy
+    import spacy
+
+    def entities(docs):
+        return [[(e.start_char, e.end_char, e.label_) for e in doc.ents] for doc in docs]
+
+    def check(nlp, examples, optimizer, updates: int = 40) -> None:
+        for _ in range(updates):
+            nlp.update(examples, sgd=optimizer)
+        gold = entities(eg.reference for eg in examples)
+        texts = [eg.reference.text for eg in examples]
+        assert entities(nlp.pipe(texts)) == gold
+        nlp.to_disk(tmp_path / "pipeline")
+        loaded = spacy.load(tmp_path / "pipeline")
+        assert entities(loaded.pipe(texts)) == gold
+        docs = [nlp.make_doc(t) for t in texts]
+        ours, theirs = (p.get_pipe("crf_ner").model.predict(docs) for p in (nlp, loaded))
+        for a, b in zip(ours, theirs, strict=True):
+            numpy.testing.assert_array_equal(a, b)
+
+    return check
 
 
 @pytest.fixture(scope="session")

@@ -94,7 +94,9 @@ def test_embedding_depends_on_the_neighbours_only(zh):
     assert not numpy.allclose(first[3], second[3])  # 京: next neighbour 天 vs 故
 
 
-def test_encoder_with_ngrams_trains_and_round_trips(small_model, zh_train_data, tmp_path):
+def test_encoder_with_ngrams_trains_and_round_trips(
+    small_model, zh_train_data, learns_and_round_trips
+):
     fix_random_seed(0)
     small_model["tok2vec"].update({"ngram_size": 2, "ngram_rows": 800, "char_features": 0})
     nlp = spacy.blank("zh")
@@ -103,17 +105,28 @@ def test_encoder_with_ngrams_trains_and_round_trips(small_model, zh_train_data, 
     tables = [n for n in nlp.get_pipe("crf_ner").model.walk() if n.name == "hashembed"]
     optimizer = nlp.initialize(get_examples=lambda: examples)
     assert any(t.attrs["seed"] >= 101 for t in tables)  # the n-gram tables are there
-    for _ in range(40):
-        nlp.update(examples, sgd=optimizer)
-    gold = [[(e.start_char, e.end_char, e.label_) for e in eg.reference.ents] for eg in examples]
-    texts = [eg.reference.text for eg in examples]
-    predicted = [[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in nlp.pipe(texts)]
-    assert predicted == gold
-    nlp.to_disk(tmp_path)
-    loaded = spacy.load(tmp_path)
-    again = [[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in loaded.pipe(texts)]
-    assert again == gold
-    ner, loaded_ner = nlp.get_pipe("crf_ner"), loaded.get_pipe("crf_ner")
-    docs = [nlp.make_doc(t) for t in texts]
-    for a, b in zip(ner.model.predict(docs), loaded_ner.model.predict(docs), strict=True):
-        numpy.testing.assert_array_equal(a, b)
+    learns_and_round_trips(nlp, examples, optimizer)
+
+
+def test_ngram_dropout_drops_whole_tokens_in_training_only(zh):
+    """``ngram_dropout`` zeroes all of a token's n-gram columns together, on its own draw (the
+    hash embeddings are untouched), and only in training."""
+    from spacy_crf_ner.architectures import build_bilstm_encoder
+
+    fix_random_seed(0)
+    encoder = build_bilstm_encoder(
+        width=8, embed_size=100, attrs=["NORM"], lstm_width=4, ngram_size=3, ngram_dropout=0.5
+    )
+    docs = [zh.make_doc("我爱北京天安门。" * 20)]
+    encoder.initialize(X=docs)
+    embed = encoder.get_ref("embed")
+    train, _ = embed(docs, is_train=True)
+    test, _ = embed(docs, is_train=False)
+    ngrams = train[0][:, 8:]  # after the 8 columns of the mixed hash embeddings
+    assert ngrams.shape == (160, 24)
+    dropped = ~ngrams.any(axis=1)
+    assert 0.3 < dropped.mean() < 0.7
+    assert ngrams[~dropped].all(axis=1).all()  # a kept token keeps all three columns
+    numpy.testing.assert_array_equal(train[0][:, :8], test[0][:, :8])
+    numpy.testing.assert_array_equal(ngrams[~dropped], test[0][~dropped, 8:])
+    assert test[0][:, 8:].any(axis=1).all()

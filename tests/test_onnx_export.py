@@ -106,13 +106,34 @@ def deep_pipeline(tmp_path_factory, sample_docs) -> Path:
 
 @pytest.fixture(scope="module")
 def char_cnn_pipeline(tmp_path_factory, sample_docs) -> Path:
-    """Both character encoders, CharacterEmbed and the character CNN: the three embedding
-    blocks the exporter concatenates; and input dropout and NORM-only word dropout, layers
-    the graph leaves out."""
+    """Both character encoders, CharacterEmbed and the character CNN, and the n-gram tables:
+    the four embedding blocks the exporter concatenates; and input, NORM-only word and n-gram
+    dropout, layers the graph leaves out."""
     tok2vec = {"char_features": 4, "char_cnn": 12, "lstm_width": 8, "input_dropout": 0.3,
-               "word_dropout": 0.3, "word_dropout_attrs": ["NORM"]}  # fmt: skip
+               "word_dropout": 0.3, "word_dropout_attrs": ["NORM"], "ngram_size": 3,
+               "ngram_rows": 200, "ngram_dropout": 0.3}  # fmt: skip
     path = tmp_path_factory.mktemp("cnn") / "pipeline"
     return untrained_pipeline(path, sample_docs[0], 2, tok2vec)
+
+
+@pytest.fixture(scope="module")
+def ngram_pipeline(tmp_path_factory, sample_docs) -> Path:
+    """The Chinese config's shape: hash embeddings and character bigrams only, each with its
+    word dropout."""
+    tok2vec = {"char_features": 0, "lstm_width": 8, "attrs": ["NORM", "SHAPE"],
+               "word_dropout": 0.15, "ngram_size": 2, "ngram_rows": 300,
+               "ngram_dropout": 0.3}  # fmt: skip
+    path = tmp_path_factory.mktemp("ngrams") / "pipeline"
+    return untrained_pipeline(path, sample_docs[0], 3, tok2vec)
+
+
+@pytest.fixture(scope="module")
+def context_pipeline(tmp_path_factory, sample_docs) -> Path:
+    """The shipped English encoder's options with the document context on."""
+    tok2vec = {"char_features": 0, "char_cnn": 12, "lstm_width": 8, "word_dropout": 0.4,
+               "doc_context": True}  # fmt: skip
+    path = tmp_path_factory.mktemp("context") / "pipeline"
+    return untrained_pipeline(path, sample_docs[0], 4, tok2vec)
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +201,10 @@ def test_exported_pipeline_loads_without_torch_and_tags_like_torch(
 ODD_WORDS = "Donaudampfschifffahrtsgesellschaftskapitän met I in São-Paulo-based \n\n X.Y.Z ."
 
 
-@pytest.mark.parametrize("which", ["torch_pipeline", "deep_pipeline", "char_cnn_pipeline"])
+@pytest.mark.parametrize(
+    "which",
+    ["torch_pipeline", "deep_pipeline", "char_cnn_pipeline", "ngram_pipeline", "context_pipeline"],
+)
 def test_emissions_match_the_torch_model(which, request, sample_docs, tmp_path):
     source = request.getfixturevalue(which)
     code, output = cli("export", source, tmp_path / "out")
@@ -327,17 +351,6 @@ def test_unsupported_architecture_is_named(tmp_path):
     code, output = cli("export", tmp_path / "cnn", tmp_path / "out")
     assert_one_line_failure(code, output, "spacy.HashEmbedCNN.v2", "not supported")
     assert leftovers(tmp_path) == ["cnn"]
-
-
-def test_encoder_option_export_cannot_write_is_named(tmp_path):
-    """The n-gram embeddings have no ONNX graph yet: refused by name, not with an error
-    about table widths."""
-    tok2vec = {"@architectures": "spacy_crf_ner.BiLSTMEncoder.v1", "width": 16,
-               "embed_size": 100, "lstm_width": 8, "ngram_size": 2}  # fmt: skip
-    save_initialized_pipeline(tmp_path / "pipeline", tok2vec)
-    code, output = cli("export", tmp_path / "pipeline", tmp_path / "out")
-    assert_one_line_failure(code, output, "uses ngram_size", "cannot write it")
-    assert leftovers(tmp_path) == ["pipeline"]
 
 
 def test_exported_pipeline_with_two_processes(exported, en_train_data):
