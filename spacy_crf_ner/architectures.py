@@ -154,8 +154,8 @@ def build_bilstm_encoder(
     ngram_dropout: in training, zero all of a token's n-gram embeddings at this rate, on
         their own draw (``word_dropout`` leaves them alone). A bigram is seen far fewer
         times than its characters, and without it the bigram tables are learnt by heart
-        within a few epochs (BENCHMARKS.md §11.10). At 0.3 and 0.6 they still do not
-        beat single characters on Resume and Weibo dev (§11.22).
+        within a few epochs (BENCHMARKS.md §11.10). At 0.6 bigrams gain about 0.3
+        test F on Resume and Weibo, dev up on two seeds of three (§11.22).
     word_dropout: in training, zero a token's hash embeddings (the ``attrs`` features) at
         this rate, as if it were an unknown word; character and n-gram features stay.
     word_dropout_attrs: null for the above; otherwise the attrs (of ``attrs``) that word
