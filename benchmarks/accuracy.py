@@ -32,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_logger import read_records  # noqa: E402
 from compare_ner import CORPORA, ROOT, evaluate, prepare_corpus, run, spacy_ner_config  # noqa: E402
 
 
@@ -73,7 +74,7 @@ def train_to_early_stop(
     if reuse and done.exists() and (output / "model-best").exists() and log.exists():
         finished = json.loads(done.read_text())
         if {key: finished.get(key) for key in settings} == settings:
-            records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+            records = read_records(log)
             return records, finished["seconds"]
         print(f"accuracy.py: {output} was trained with other settings; training it again")
     done.unlink(missing_ok=True)
@@ -94,7 +95,7 @@ def train_to_early_stop(
     begin = time.perf_counter()
     run(cmd, env=dict(os.environ, **env))
     elapsed = time.perf_counter() - begin
-    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    records = read_records(log)
     done.write_text(json.dumps({**settings, "seconds": elapsed}, indent=2))
     return records, elapsed
 

@@ -11,9 +11,15 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 from spacy.training.loggers import console_logger_v3
 from spacy.util import registry
+
+
+def read_records(path: Path) -> list[dict]:
+    """The records the logger wrote to ``path``, one per evaluation, in order."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 @registry.loggers("spacy_crf_ner.bench_logger.v1")

@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench_logger import read_records
+
 ROOT = Path(__file__).resolve().parent.parent
 CORPORA = {
     "conll": {
@@ -104,7 +106,7 @@ def train(name, config, corpus, files, out, budget, threads, skip=False):
     output = out / name
     log = out / f"{name}.train.jsonl"
     if skip:
-        records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        records = read_records(log)
         return output / "model-best", records, records[-1]["seconds"]
     log.unlink(missing_ok=True)
     env = dict(os.environ, BENCH_LOG=str(log), OMP_NUM_THREADS=str(threads))
@@ -126,7 +128,7 @@ def train(name, config, corpus, files, out, budget, threads, skip=False):
         proc.terminate()
         proc.wait()
     elapsed = time.perf_counter() - begin
-    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    records = read_records(log)
     return output / "model-best", records, elapsed
 
 

@@ -11,9 +11,10 @@ without a better dev score, and the best dev score up to then. Reads the
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+
+from bench_logger import read_records
 
 
 def patience_stop(records: list[dict], patience: int) -> tuple[int, int, float] | None:
@@ -32,12 +33,13 @@ def main() -> None:
     parser.add_argument("logs", nargs="+", type=Path, help="accuracy.py's .train.jsonl files")
     parser.add_argument("--patience", type=int, default=1600)
     args = parser.parse_args()
+    missing = [str(path) for path in args.logs if not path.is_file()]
+    if missing:
+        sys.exit(f"no such training log: {', '.join(missing)}")
     print("| run | steps | best step | best dev F | stop / best step / best dev F at patience |")
     print("|---|---|---|---|---|")
     for path in args.logs:
-        if not path.is_file():
-            sys.exit(f"no such training log: {path}")
-        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        records = read_records(path)
         if not records:
             sys.exit(f"no evaluation records in {path}")
         best = max(records, key=lambda r: r["score"])

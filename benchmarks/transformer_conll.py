@@ -51,16 +51,18 @@ FILES = {"train": "eng.train", "dev": "eng.testa", "test": "eng.testb"}
 SYSTEMS = ("crf", "softmax")
 
 
-def _load_bench_logger() -> None:
-    """Register ``spacy_crf_ner.bench_logger.v1`` (steps, words and seconds as JSONL)."""
+def _load_bench_logger() -> Any:
+    """Register ``spacy_crf_ner.bench_logger.v1`` (steps, words and seconds as JSONL); the
+    module, whose ``read_records`` reads what it wrote."""
     path = Path(__file__).resolve().parent / "bench_logger.py"
     spec = importlib.util.spec_from_file_location("spacy_crf_ner_bench_logger", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
 
 
-_load_bench_logger()
+read_records = _load_bench_logger().read_records
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,7 +193,7 @@ def train(
     meta = out / f"{name}.train.json"
     if args.reuse and (output / "model-best").exists() and log.exists() and meta.exists():
         print(f"Reusing the trained {output} (--reuse)", flush=True)
-        records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        records = read_records(log)
         return output / "model-best", records, json.loads(meta.read_text())["train_seconds"]
     log.unlink(missing_ok=True)
     env = dict(os.environ, BENCH_LOG=str(log), OMP_NUM_THREADS=str(args.threads))
@@ -216,7 +218,7 @@ def train(
     elapsed = time.perf_counter() - begin
     if proc.returncode not in (0, -15):
         raise SystemExit(f"spacy train for {name} failed with exit code {proc.returncode}")
-    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    records = read_records(log)
     meta.write_text(json.dumps({"train_seconds": elapsed}))
     return output / "model-best", records, elapsed
 
