@@ -778,6 +778,19 @@ def export_pipeline(
     return output
 
 
+def _table_layout(
+    tables: list[dict[str, Any]], keys: tuple[str, ...] = ("seed",)
+) -> list[dict[str, Any]]:
+    """How the pipe finds a token's rows in the graph's concatenation of ``tables``: each
+    table's ``keys`` (its seed; the token attribute of a hash table), its number of rows and
+    the offset of its first row."""
+    offsets = numpy.cumsum([0] + [len(t["table"]) for t in tables])[:-1]
+    return [
+        {**{key: t[key] for key in keys}, "rows": len(t["table"]), "offset": int(offset)}
+        for t, offset in zip(tables, offsets, strict=True)
+    ]
+
+
 def _write(
     nlp: Language, name: str, info: dict[str, Any], weights: dict[str, Any], path: Path, *,
     int8: bool, opset: int, source: str | Path,
@@ -820,8 +833,6 @@ def _write(
         fp32.unlink()
     _check_runs(component_dir, opset, transformer=transformer)
     pipe = nlp.get_pipe(name)
-    tables = weights["tables"]
-    offsets = numpy.cumsum([0] + [len(t["table"]) for t in tables])[:-1]
     cnn = weights.get("char_cnn")
     cnn_settings = None
     if cnn is not None:
@@ -829,24 +840,14 @@ def _write(
     ngrams = weights.get("ngrams")
     ngram_settings = None
     if ngrams is not None:
-        ngram_offsets = numpy.cumsum([0] + [len(t["table"]) for t in ngrams["tables"]])[:-1]
-        ngram_settings = {
-            "size": ngrams["size"],
-            "tables": [
-                {"seed": t["seed"], "rows": len(t["table"]), "offset": int(o)}
-                for t, o in zip(ngrams["tables"], ngram_offsets, strict=True)
-            ],
-        }
+        ngram_settings = {"size": ngrams["size"], "tables": _table_layout(ngrams["tables"])}
     settings = {
         "labels": list(pipe.labels),
         "tag_scheme": pipe.scheme.name,
         "tag_names": list(pipe.tag_names),
         "constrained": pipe.constrained,
         "features": {
-            "tables": [
-                {"attr": t["attr"], "seed": t["seed"], "rows": len(t["table"]), "offset": int(o)}
-                for t, o in zip(tables, offsets, strict=True)
-            ],
+            "tables": _table_layout(weights["tables"], keys=("attr", "seed")),
             "n_chars": None if weights["chars"] is None else int(weights["chars"]["nC"]),
             "char_cnn": cnn_settings,
             "ngrams": ngram_settings,

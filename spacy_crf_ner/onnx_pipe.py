@@ -153,9 +153,8 @@ class BiLSTMFeatures:
             values = doc.to_array(self.attrs).reshape(len(doc), len(self.attrs))
             values = numpy.ascontiguousarray(values, dtype="uint64")
             for h, table in enumerate(self.tables):
-                column = numpy.ascontiguousarray(values[:, self.attrs.index(table["attr"])])
-                keys = self.ops.hash(column, table["seed"]) % table["rows"]
-                rows[b, : len(doc), h] = keys.astype("int64") + table["offset"]
+                column = values[:, self.attrs.index(table["attr"])]
+                rows[b, : len(doc), h] = self._table_rows(column, table)
             if self.n_chars:
                 chars[b, : len(doc)] = doc.to_utf8_array(nr_char=self.n_chars) + char_offsets
         inputs = {"hash_rows": rows}
@@ -177,10 +176,15 @@ class BiLSTMFeatures:
         for b, doc in enumerate(docs):
             keys = ngram_keys(doc, self.ngrams["size"])
             for column, table in enumerate(tables):
-                hashed = self.ops.hash(numpy.ascontiguousarray(keys[:, column]), table["seed"])
-                row = (hashed % table["rows"]).astype("int64")
-                rows[b, : len(doc), column] = row + table["offset"]
+                rows[b, : len(doc), column] = self._table_rows(keys[:, column], table)
         return rows
+
+    def _table_rows(self, keys: numpy.ndarray, table: dict[str, Any]) -> numpy.ndarray:
+        """``(n, 4)``: the rows of uint64 ``keys`` in the graph's concatenated tables, as
+        Thinc's ``HashEmbed`` finds them (``NumpyOps.hash(keys, seed) % rows``) plus the
+        table's offset."""
+        hashed = self.ops.hash(numpy.ascontiguousarray(keys), table["seed"]) % table["rows"]
+        return hashed.astype("int64") + table["offset"]
 
     def _char_cnn_inputs(self, docs: list[Doc], width: int) -> dict[str, numpy.ndarray]:
         """The batch's distinct words for the character CNN (``export._char_cnn``):
