@@ -47,14 +47,15 @@ def main() -> None:
 
     pipe.crf_loss = timed("crf_loss", crf_batch.crf_loss)
     pipe.crf_decode_with_confidence = timed("crf_decode", crf_batch.crf_decode_with_confidence)
-    cnn_forward = chars._char_cnn_forward
+    words_forward = chars._char_words_forward
 
-    def timed_char_cnn(model, docs, is_train):
-        """The character CNN's forward and, through its callback, its backward."""
-        outputs, backprop = timed("char_cnn", cnn_forward)(model, docs, is_train)
+    def timed_char_words(model, docs, is_train):
+        """The character word encoder's forward and, through its callback, its backward."""
+        outputs, backprop = timed("char_cnn", words_forward)(model, docs, is_train)
         return outputs, timed("char_cnn", backprop)
 
-    chars._char_cnn_forward = timed_char_cnn  # CharCNN() looks it up when the model is built
+    # CharCNN() and CharLSTM() look it up when the model is built.
+    chars._char_words_forward = timed_char_words
 
     config = load_config(args.config, interpolate=True)
     nlp = spacy.util.load_model_from_config(config, auto_fill=True)

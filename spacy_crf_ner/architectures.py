@@ -15,7 +15,7 @@ from thinc.api import Model, chain, concatenate, with_array
 from thinc.layers import Linear
 from thinc.types import Floats2d
 
-from .chars import CharCNN
+from .chars import CharCNN, CharLSTM
 from .context import DocumentContext
 from .layers import CRFLayer, FeatureDropout, FixedDropout, PackedBiLSTM, WordDropout
 from .ngrams import NgramEmbed
@@ -132,6 +132,7 @@ def build_bilstm_encoder(
     word_dropout_attrs: list[str] | None = None,
     ngram_dropout: float = 0.0,
     doc_context: bool = False,
+    char_lstm: int = 0,
 ) -> Model[list[Doc], list[Floats2d]]:
     """Hash embeddings (+ optional character and n-gram features) -> bidirectional LSTM.
 
@@ -167,6 +168,8 @@ def build_bilstm_encoder(
         2016; ``chars.py``) over all of each word's characters (up to 20), concatenated to
         the other features. An alternative to ``char_features`` for English and other
         alphabetic languages.
+    char_lstm: 0 for none; otherwise the width of a character BiLSTM word vector (Lample et
+        al. 2016; ``chars.CharLSTM``, half of it a direction) in place of ``char_cnn``.
     input_dropout: dropout on what the BiLSTM reads (all the features above, concatenated),
         at this fixed rate, in training only. Lample et al. (2016) put 0.5 here; it also
         reaches the character features, which ``word_dropout`` leaves alone.
@@ -199,9 +202,17 @@ def build_bilstm_encoder(
         )
         embed = concatenate(embed, chars)
         embed_width += width
+    if char_cnn > 0 and char_lstm > 0:
+        raise ValueError(
+            "[crf_ner] BiLSTMEncoder: set char_cnn or char_lstm, not both "
+            f"(char_cnn {char_cnn}, char_lstm {char_lstm}); 0 turns one off"
+        )
     if char_cnn > 0:
         embed = concatenate(embed, CharCNN(char_cnn, rows=embed_size))
         embed_width += char_cnn
+    if char_lstm > 0:
+        embed = concatenate(embed, CharLSTM(char_lstm, rows=embed_size))
+        embed_width += char_lstm
     if ngram_size:
         ngrams = NgramEmbed(width, ngram_rows or embed_size, ngram_size)
         ngram_width = ngrams.get_dim("nO")

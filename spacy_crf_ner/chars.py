@@ -1,4 +1,5 @@
-"""A character CNN word encoder (Ma & Hovy 2016): every character of a word, not a fixed few.
+"""Character word encoders: a CNN (Ma & Hovy 2016) or a BiLSTM (Lample et al. 2016) over every
+character of a word, not a fixed few.
 
 spaCy's ``CharacterEmbed`` (the ``char_features`` option) embeds the first and last four
 characters of a word at fixed positions, which misses the middle of long words and treats a
@@ -8,6 +9,12 @@ suffix at another position as another feature. The CNN reads each word's charact
 ``width`` that sees capitalisation, digits, hyphens and affixes wherever they are. It is
 built of Thinc layers only (hash embeddings, ``expand_window``, ``Maxout``, ``reduce_max``),
 so it saves, loads and runs on GPU like the rest of spaCy's embeddings.
+
+The BiLSTM reads the same characters (embedded by their own hash table) in both directions
+and gives the forward LSTM's last state beside the backward LSTM's (Lample et al.'s word
+encoder): order-aware, where the CNN's max-pool keeps only which windows occur. Its LSTM is
+``layers.PackedBiLSTM`` with each word as a sequence, so its weights save as msgpack'd arrays
+like the word-level BiLSTM's.
 """
 
 from __future__ import annotations
@@ -22,14 +29,18 @@ from thinc.api import (
     Model,
     chain,
     expand_window,
+    ragged2list,
     reduce_max,
     with_array,
 )
 from thinc.types import Floats2d, Ragged
 
-# HashEmbed seed apart from MultiHashEmbed's (8, 9, ...), CharacterEmbed's (5) and the
+from .layers import PackedBiLSTM
+
+# HashEmbed seeds apart from MultiHashEmbed's (8, 9, ...), CharacterEmbed's (5) and the
 # n-gram tables' (101, ...).
 _SEED = 201
+_LSTM_SEED = 202
 
 
 def cut_word(text: str, max_chars: int) -> str:
@@ -71,29 +82,82 @@ def CharCNN(
         with_array(Maxout(width, char_width * (2 * window + 1), nP=2, normalize=True)),
         reduce_max(),
     )
+    return _word_encoder("char_cnn", encode, width, max_chars)
+
+
+def CharLSTM(
+    width: int, *, char_width: int = 25, rows: int = 2000, max_chars: int = 20
+) -> Model[list[Doc], list[Floats2d]]:
+    """Docs -> ``(len(doc), width)`` character-BiLSTM vectors of each token: the last state
+    of each direction (``width / 2`` each). Lample et al. (2016): 25-wide characters, 25
+    hidden units a direction."""
+    if max_chars < 1 or width < 2 or width % 2:
+        raise ValueError(
+            f"[crf_ner] CharLSTM: need max_chars >= 1 and an even width (two directions): "
+            f"max_chars {max_chars}, width {width}"
+        )
+    encode: Model[Ragged, Floats2d] = chain(
+        with_array(HashEmbed(char_width, rows, column=0, seed=_LSTM_SEED, dropout=0.0)),
+        ragged2list(),
+        PackedBiLSTM(width, char_width),
+        final_states(),
+    )
+    return _word_encoder("char_lstm", encode, width, max_chars)
+
+
+def final_states() -> Model[list[Floats2d], Floats2d]:
+    """BiLSTM outputs of each sequence ``(n, 2h)`` -> ``(sequences, 2h)``: the forward half at
+    the last step beside the backward half at the first, the states after reading it all."""
+    return Model("final_states", _final_states_forward)
+
+
+def _final_states_forward(
+    model: Model, Ys: list[Floats2d], is_train: bool
+) -> tuple[Floats2d, Callable]:
+    ops = model.ops
+    lengths = numpy.asarray([len(Y) for Y in Ys], dtype="int32")
+    if (lengths < 1).any():
+        raise ValueError("[crf_ner] final_states: every sequence needs at least one step")
+    flat = ops.flatten(Ys)
+    half = flat.shape[1] // 2
+    last = ops.asarray1i(numpy.cumsum(lengths) - 1)
+    first = ops.asarray1i(numpy.cumsum(lengths) - lengths)
+    output = ops.xp.concatenate([flat[last, :half], flat[first, half:]], axis=1)
+
+    def backprop(dY: Floats2d) -> list[Floats2d]:
+        d_flat = ops.alloc2f(*flat.shape)
+        # Within a column half each sequence has one row: plain assignment, no collisions.
+        d_flat[last, :half] = dY[:, :half]
+        d_flat[first, half:] = dY[:, half:]
+        return ops.unflatten(d_flat, ops.asarray1i(lengths))
+
+    return output, backprop
+
+
+def _word_encoder(name: str, encode: Model, width: int, max_chars: int) -> Model:
     return Model(
-        "char_cnn",
-        _char_cnn_forward,
-        init=_char_cnn_init,
+        name,
+        _char_words_forward,
+        init=_char_words_init,
         layers=[encode],
         attrs={"max_chars": max_chars},
         dims={"nO": width},
     )
 
 
-def _char_cnn_init(model: Model, X: list[Doc] | None = None, Y: object = None) -> None:
+def _char_words_init(model: Model, X: list[Doc] | None = None, Y: object = None) -> None:
     """Every dimension is known from the config: no sample needed."""
     model.layers[0].initialize()
 
 
-def _char_cnn_forward(
+def _char_words_forward(
     model: Model, docs: list[Doc], is_train: bool
 ) -> tuple[list[Floats2d], Callable]:
     """Each distinct word of the batch is encoded once (one Ragged of character sequences),
     then its vector is gathered for every token: running text repeats "the", "," and names,
     so a batch has several times fewer words than tokens. Backprop sums the tokens' gradients
-    onto their word, which is the gradient of encoding every token on its own: the encoder has
-    no dropout, so a word's vector does not depend on the token it is read for. The ONNX
+    onto their word, which is the gradient of encoding every token on its own: the encoders
+    have no dropout, so a word's vector does not depend on the token it is read for. The ONNX
     export encodes words the same way (``onnx_pipe``)."""
     ops = model.ops
     encode = model.layers[0]

@@ -250,8 +250,7 @@ def read_bilstm_crf(component: Any) -> dict[str, Any]:
     """Everything the graph needs from a trained BiLSTM-CRF component, as numpy arrays."""
     model = component.model
     tok2vec = model.get_ref("tok2vec")
-    lstm_module = _one(tok2vec, "pytorch").shims[0]._model.lstm
-    state = {k: v.detach().cpu().numpy() for k, v in lstm_module.state_dict().items()}
+    lstm_module, state = _lstm_state(tok2vec.get_ref("encode"))
     return {
         **_read_hash_embed(tok2vec.get_ref("embed")),
         "lstm": {
@@ -264,18 +263,27 @@ def read_bilstm_crf(component: Any) -> dict[str, Any]:
     }
 
 
+def _lstm_state(encode: Model) -> tuple[Any, dict[str, numpy.ndarray]]:
+    """The ``torch.nn.LSTM`` of a ``layers.PackedBiLSTM`` and its weights as numpy arrays."""
+    lstm_module = _one(encode, "pytorch").shims[0]._model.lstm
+    return lstm_module, {k: v.detach().cpu().numpy() for k, v in lstm_module.state_dict().items()}
+
+
 def _read_hash_embed(embed: Model) -> dict[str, Any]:
-    """The tables, Maxout mixers (and character embeddings, character CNN, n-gram tables) of
-    a MultiHashEmbed (concatenated with a CharacterEmbed, a CharCNN and/or an NgramEmbed)."""
+    """The tables, Maxout mixers (and character embeddings, character CNN or BiLSTM, n-gram
+    tables) of a MultiHashEmbed (concatenated with a CharacterEmbed, a CharCNN or CharLSTM
+    and/or an NgramEmbed)."""
     has_chars = bool(_nodes(embed, "charembed"))
     cnn_blocks = _nodes(embed, "char_cnn")
+    char_lstm_blocks = _nodes(embed, "char_lstm")
     has_ngrams = bool(_nodes(embed, "ngram_features"))
-    # BiLSTMEncoder concatenates [hash embeddings, CharacterEmbed?, CharCNN?, NgramEmbed?] in
-    # this order.
-    layers = list(embed.layers) if has_chars or cnn_blocks or has_ngrams else [embed]
+    # BiLSTMEncoder concatenates [hash embeddings, CharacterEmbed?, CharCNN or CharLSTM?,
+    # NgramEmbed?] in this order.
+    word_blocks = [*cnn_blocks, *char_lstm_blocks]
+    layers = list(embed.layers) if has_chars or word_blocks or has_ngrams else [embed]
     ngram_blocks = [layer for layer in layers if _nodes(layer, "ngram_features")]
-    blocks = [layer for layer in layers if layer.name != "char_cnn" and layer not in ngram_blocks]
-    extras = [*cnn_blocks, *ngram_blocks]
+    blocks = [layer for layer in layers if layer not in word_blocks and layer not in ngram_blocks]
+    extras = [*word_blocks, *ngram_blocks]
     if (
         len(blocks) != (2 if has_chars else 1)
         or len(ngram_blocks) != int(has_ngrams)
@@ -303,6 +311,7 @@ def _read_hash_embed(embed: Model) -> dict[str, Any]:
         "mixers": [_maxout_params(b) for b in blocks],
         "chars": chars,
         "char_cnn": _read_char_cnn(cnn_blocks[0]) if cnn_blocks else None,
+        "char_lstm": _read_char_lstm(char_lstm_blocks[0]) if char_lstm_blocks else None,
         "ngrams": _read_ngrams(ngram_blocks[0]) if ngram_blocks else None,
     }
 
@@ -331,6 +340,19 @@ def _read_char_cnn(cnn: Model) -> dict[str, Any]:
         "window": int(_one(cnn, "expand_window").attrs["window_size"]),
         "max_chars": int(cnn.attrs["max_chars"]),
         "mixer": _maxout_params(cnn),
+    }
+
+
+def _read_char_lstm(block: Model) -> dict[str, Any]:
+    """The character table and the LSTM weights of a ``chars.CharLSTM``."""
+    table = _one(block, "hashembed")
+    lstm_module, state = _lstm_state(block)
+    return {
+        "E": numpy.asarray(table.get_param("E"), dtype="float32"),
+        "seed": int(table.attrs["seed"]),
+        "max_chars": int(block.attrs["max_chars"]),
+        "state": state,
+        "hidden": lstm_module.hidden_size,
     }
 
 
@@ -519,6 +541,8 @@ def _hash_embeddings(g: GraphBuilder, weights: dict[str, Any], inputs: list[Any]
         blocks.append(_maxout(g, part, mixer))
     if weights.get("char_cnn") is not None:
         blocks.append(_char_cnn(g, weights["char_cnn"], inputs))
+    if weights.get("char_lstm") is not None:
+        blocks.append(_char_lstm(g, weights["char_lstm"], inputs))
     if weights.get("ngrams") is not None:
         blocks.append(_ngram_embeddings(g, weights["ngrams"], inputs))
     return blocks[0] if len(blocks) == 1 else g.op("Concat", blocks, axis=-1)
@@ -572,6 +596,34 @@ def _char_cnn(g: GraphBuilder, cnn: dict[str, Any], inputs: list[Any]) -> str:
     y = g.op("Where", ["cnn_mask", y, g.const(numpy.float32("-inf"), "neg_inf")])
     words = g.reduce("ReduceMax", y, [1])
     return g.op("Gather", [words, "cnn_index"], axis=0)
+
+
+def _char_lstm(g: GraphBuilder, block: dict[str, Any], inputs: list[Any]) -> str:
+    """``chars.CharLSTM`` over the batch's distinct words, then gathered to the tokens.
+
+    ``char_lstm_rows (U, C, 4)``: the hash rows of each distinct word's characters, padded at
+    the end; ``char_lstm_lengths (U,)``: its number of characters; ``char_lstm_index (B, T)``:
+    each token's word. ONNX's LSTM with ``sequence_lens`` gives each direction's state after
+    the word's last real character (``Y_h``), which is ``chars.final_states``."""
+    from onnx import TensorProto, helper
+
+    inputs += [
+        helper.make_tensor_value_info("char_lstm_rows", TensorProto.INT64, ["words", "chars", 4]),
+        helper.make_tensor_value_info("char_lstm_lengths", TensorProto.INT64, ["words"]),
+        helper.make_tensor_value_info("char_lstm_index", TensorProto.INT64, ["batch", "time"]),
+    ]
+    x = _sum_hash_rows(g, g.const(block["E"], "char_lstm_table", "float32"), "char_lstm_rows",
+                       axis=2)  # fmt: skip
+    x = g.op("Transpose", [x], perm=[1, 0, 2])  # (C, U, width): ONNX LSTM is time-major
+    w, r, b = _lstm_weights(block["state"], 0)
+    _, final = g.op("LSTM", [x, g.const(w, "char_lstm_W", "float32"),
+                             g.const(r, "char_lstm_R", "float32"),
+                             g.const(b, "char_lstm_B", "float32"),
+                             g.op("Cast", ["char_lstm_lengths"], to=TensorProto.INT32)],
+                    n_out=2, direction="bidirectional", hidden_size=block["hidden"])  # fmt: skip
+    final = g.op("Transpose", [final], perm=[1, 0, 2])  # (U, 2, H): forward, backward
+    words = g.op("Reshape", [final, g.const([0, -1], "shape", "int64")])
+    return g.op("Gather", [words, "char_lstm_index"], axis=0)
 
 
 def _tagger_model(
@@ -837,6 +889,11 @@ def _write(
     cnn_settings = None
     if cnn is not None:
         cnn_settings = {"seed": cnn["seed"], "rows": len(cnn["E"]), "max_chars": cnn["max_chars"]}
+    char_lstm = weights.get("char_lstm")
+    char_lstm_settings = None
+    if char_lstm is not None:
+        char_lstm_settings = {"seed": char_lstm["seed"], "rows": len(char_lstm["E"]),
+                              "max_chars": char_lstm["max_chars"]}  # fmt: skip
     ngrams = weights.get("ngrams")
     ngram_settings = None
     if ngrams is not None:
@@ -850,6 +907,7 @@ def _write(
             "tables": _table_layout(weights["tables"], keys=("attr", "seed")),
             "n_chars": None if weights["chars"] is None else int(weights["chars"]["nC"]),
             "char_cnn": cnn_settings,
+            "char_lstm": char_lstm_settings,
             "ngrams": ngram_settings,
         },  # fmt: skip
         "crf": {

@@ -124,7 +124,8 @@ class BiLSTMFeatures:
     ``tables`` (from the export) lists each hash table's token attribute, seed, number of rows
     and offset in the graph's concatenated table; a token's row keys are Thinc's
     ``NumpyOps.hash(attr, seed) % rows`` (4 keys each), plus the offset. ``char_cnn`` (seed,
-    rows, max_chars) adds the character CNN's inputs; ``ngrams`` (size, and each column's
+    rows, max_chars) adds the character CNN's inputs, ``char_lstm`` (the same) the character
+    BiLSTM's; ``ngrams`` (size, and each column's
     seed, rows and offset) the n-gram embeddings' (``ngrams.ngram_keys``, hashed the same way).
     """
 
@@ -134,6 +135,7 @@ class BiLSTMFeatures:
         n_chars: int | None,
         char_cnn: dict[str, Any] | None = None,
         ngrams: dict[str, Any] | None = None,
+        char_lstm: dict[str, Any] | None = None,
     ) -> None:
         from thinc.api import NumpyOps
 
@@ -142,6 +144,7 @@ class BiLSTMFeatures:
         self.attrs = list(dict.fromkeys(t["attr"] for t in tables))
         self.n_chars = n_chars
         self.char_cnn = char_cnn
+        self.char_lstm = char_lstm
         self.ngrams = ngrams
 
     def __call__(self, docs: list[Doc], width: int) -> dict[str, numpy.ndarray]:
@@ -162,6 +165,8 @@ class BiLSTMFeatures:
             inputs["char_rows"] = chars
         if self.char_cnn:
             inputs.update(self._char_cnn_inputs(docs, width))
+        if self.char_lstm:
+            inputs.update(self._char_lstm_inputs(docs, width))
         if self.ngrams:
             inputs["ngram_rows"] = self._ngram_rows(docs, width)
         return inputs
@@ -191,10 +196,26 @@ class BiLSTMFeatures:
         ``cnn_rows (U, C, 4)``, the hash rows of each word's characters (Unicode code points,
         as ``chars.CharCNN`` reads them, cut at ``max_chars``); ``cnn_mask (U, C, 1)``, which
         are real; ``cnn_index (B, T)``, each token's word (padding: word 0)."""
+        rows, lengths, index = self._word_chars(docs, width, self.char_cnn)
+        mask = numpy.arange(rows.shape[1]) < lengths[:, None]
+        return {"cnn_rows": rows, "cnn_mask": mask[:, :, None], "cnn_index": index}
+
+    def _char_lstm_inputs(self, docs: list[Doc], width: int) -> dict[str, numpy.ndarray]:
+        """The same for the character BiLSTM (``export._char_lstm``): ``char_lstm_rows``,
+        ``char_lstm_lengths (U,)`` and ``char_lstm_index``."""
+        rows, lengths, index = self._word_chars(docs, width, self.char_lstm)
+        return {"char_lstm_rows": rows, "char_lstm_lengths": lengths,
+                "char_lstm_index": index}  # fmt: skip
+
+    def _word_chars(
+        self, docs: list[Doc], width: int, settings: dict[str, Any]
+    ) -> tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]:
+        """The batch's distinct words (``chars.distinct_words``): the hash rows of each
+        word's characters ``(U, C, 4)``, padded with row 0; each word's number of characters
+        ``(U,)``; and each token's word ``(B, T)`` (padding: word 0)."""
         from .chars import distinct_words, word_codes
 
-        cnn = self.char_cnn
-        words, token_word = distinct_words(docs, cnn["max_chars"])
+        words, token_word = distinct_words(docs, settings["max_chars"])
         index = numpy.zeros((len(docs), width), dtype="int64")
         doc_ids, positions = ragged_positions(
             numpy.asarray([len(doc) for doc in docs], dtype="int64")
@@ -203,13 +224,11 @@ class BiLSTMFeatures:
         words = words or [" "]
         codes, lengths = word_codes(words)
         codes = numpy.ascontiguousarray(codes[:, 0])
-        keys = self.ops.hash(codes, cnn["seed"]) % cnn["rows"]
+        keys = self.ops.hash(codes, settings["seed"]) % settings["rows"]
         word_ids, positions = ragged_positions(lengths)
         rows = numpy.zeros((len(words), int(lengths.max()), 4), dtype="int64")
-        mask = numpy.zeros((len(words), int(lengths.max()), 1), dtype=bool)
         rows[word_ids, positions] = keys.astype("int64")
-        mask[word_ids, positions] = True
-        return {"cnn_rows": rows, "cnn_mask": mask, "cnn_index": index}
+        return rows, lengths.astype("int64"), index
 
 
 def document_context_inputs(docs: list[Doc], width: int) -> dict[str, numpy.ndarray]:
@@ -508,6 +527,7 @@ class OnnxCRFEntityRecognizer(Pipe):
                 features["n_chars"],
                 features.get("char_cnn"),
                 features.get("ngrams"),
+                features.get("char_lstm"),
             )
         inputs = self._featurizer(docs, width) if self._settings["features"]["tables"] else {}
         if self._settings.get("doc_context"):

@@ -1,4 +1,5 @@
-"""The character CNN word encoder (``spacy_crf_ner/chars.py``) and its encoder option."""
+"""The character word encoders, CNN and BiLSTM (``spacy_crf_ner/chars.py``), and their
+encoder options."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from spacy.training import Example
 from spacy.util import fix_random_seed
 from thinc.types import Ragged
 
-from spacy_crf_ner.chars import CharCNN, distinct_words, word_codes
+from spacy_crf_ner.chars import CharCNN, CharLSTM, distinct_words, final_states, word_codes
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +31,12 @@ def test_distinct_words_and_their_codes(en):
     assert empty_codes.shape == (0, 1) and empty_lengths.shape == (0,)
 
 
-def test_each_word_encoded_once_gives_the_per_token_output_and_gradient(en):
+@pytest.mark.parametrize("encoder", [CharCNN, CharLSTM])
+def test_each_word_encoded_once_gives_the_per_token_output_and_gradient(en, encoder):
     """Encoding a batch's distinct words once and summing their tokens' gradients must equal
     encoding every token on its own (the CNN's forward/backprop before it was deduplicated)."""
     fix_random_seed(0)
-    model = CharCNN(8, rows=300, max_chars=6)
+    model = encoder(8, rows=300, max_chars=6)
     model.initialize()
     docs = [en("the cat and the dog , the end ."), en("Dogs and cats , cats and dogs")]
     rng = numpy.random.default_rng(0)
@@ -52,7 +54,7 @@ def test_each_word_encoded_once_gives_the_per_token_output_and_gradient(en):
     expected, backprop_each = encode(X, is_train=True)
     numpy.testing.assert_allclose(numpy.concatenate(Ys), expected, rtol=1e-6)
     backprop_each(numpy.concatenate(dYs))
-    assert len(params) >= 3  # the character table and the Maxout's weights and bias
+    assert params  # the character table (and the CNN's Maxout; the LSTM's are torch's)
     for (node, name), grad in zip(params, grads, strict=True):
         assert numpy.abs(grad).sum() > 0, name
         numpy.testing.assert_allclose(grad, node.get_grad(name), rtol=1e-4, atol=1e-6)
@@ -88,17 +90,70 @@ def test_gradient_reaches_the_character_table(en):
     assert numpy.abs(table.get_grad("E")).sum() > 0
 
 
-def test_bad_settings():
+def test_char_lstm_gives_each_directions_state_after_the_whole_word(en):
+    """The word vector is torch's LSTM run over the word alone: the forward direction's output
+    at the last character beside the backward direction's at the first (words of 1-10
+    characters, so a wrong step shows)."""
+    import torch
+
+    fix_random_seed(0)
+    model = CharLSTM(8, char_width=6, rows=300)
+    model.initialize()
+    doc = en("Zoë a Paris-based x")
+    vectors = model.predict([doc])[0]
+    (table,) = [n for n in model.walk() if n.name == "hashembed"]
+    (wrapped,) = [n for n in model.walk() if n.name == "pytorch"]
+    lstm = wrapped.shims[0]._model.lstm
+    for token, vector in zip(doc, vectors, strict=True):
+        codes, _ = word_codes([token.text])
+        chars = torch.tensor(table.predict(numpy.ascontiguousarray(codes[:, 0])))
+        with torch.no_grad():
+            out, _ = lstm(chars.unsqueeze(0))  # (1, n, 8): both directions at every step
+        numpy.testing.assert_allclose(vector[:4], out[0, -1, :4].numpy(), rtol=1e-5, atol=1e-6)
+        numpy.testing.assert_allclose(vector[4:], out[0, 0, 4:].numpy(), rtol=1e-5, atol=1e-6)
+    # Order counts: the same characters in another order give another vector.
+    ab, ba = model.predict([en("ab ba")])[0]
+    assert not numpy.allclose(ab, ba)
+
+
+def test_final_states_gradient_matches_finite_differences():
+    model = final_states()
+    rng = numpy.random.default_rng(0)
+    Ys = [rng.normal(size=(n, 6)).astype("float64") for n in (3, 1, 2)]
+    out, backprop = model(Ys, is_train=True)
+    assert out.shape == (3, 6)
+    numpy.testing.assert_array_equal(out[1], Ys[1][0])  # one step: both halves from it
+    dY = rng.normal(size=out.shape)
+    grads = backprop(dY)
+    for i, Y in enumerate(Ys):
+        for index in numpy.ndindex(*Y.shape):
+            bumped = [y.copy() for y in Ys]
+            bumped[i][index] += 1e-6
+            numeric = ((model(bumped, is_train=False)[0] - out) * dY).sum() / 1e-6
+            assert abs(numeric - grads[i][index]) < 1e-4, (i, index)
+    with pytest.raises(ValueError, match="at least one step"):
+        model([numpy.zeros((0, 6), dtype="float32")], is_train=False)
+
+
+def test_bad_settings(small_model):
     with pytest.raises(ValueError, match="max_chars >= 1"):
         CharCNN(8, max_chars=0)
+    with pytest.raises(ValueError, match="even width"):
+        CharLSTM(7)
+    small_model["tok2vec"].update({"char_cnn": 16, "char_lstm": 16})
+    with pytest.raises(ValueError, match="char_cnn or char_lstm, not both"):
+        spacy.blank("en").add_pipe("crf_ner", config={"model": small_model})
 
 
-def test_encoder_with_char_cnn_trains_and_round_trips(small_model, en_train_data, tmp_path):
+@pytest.mark.parametrize("option", ["char_cnn", "char_lstm"])
+def test_encoder_with_char_words_trains_and_round_trips(
+    small_model, en_train_data, tmp_path, option
+):
     fix_random_seed(0)
-    small_model["tok2vec"].update({"char_cnn": 16, "char_features": 0})
+    small_model["tok2vec"].update({option: 16, "char_features": 0})
     nlp = spacy.blank("en")
     nlp.add_pipe("crf_ner", config={"model": small_model})
-    assert [n for n in nlp.get_pipe("crf_ner").model.walk() if n.name == "char_cnn"]
+    assert [n for n in nlp.get_pipe("crf_ner").model.walk() if n.name == option]
     examples = [Example.from_dict(nlp.make_doc(t), {"entities": e}) for t, e in en_train_data]
     optimizer = nlp.initialize(get_examples=lambda: examples)
     for _ in range(40):

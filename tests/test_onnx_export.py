@@ -137,6 +137,14 @@ def context_pipeline(tmp_path_factory, sample_docs) -> Path:
 
 
 @pytest.fixture(scope="module")
+def char_lstm_pipeline(tmp_path_factory, sample_docs) -> Path:
+    """The character BiLSTM (in place of the CNN) beside spaCy's CharacterEmbed."""
+    tok2vec = {"char_features": 4, "char_lstm": 10, "lstm_width": 8, "word_dropout": 0.4}
+    path = tmp_path_factory.mktemp("char_lstm") / "pipeline"
+    return untrained_pipeline(path, sample_docs[0], 5, tok2vec)
+
+
+@pytest.fixture(scope="module")
 def exported(torch_pipeline, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("onnx") / "exported"
     code, output = cli("export", torch_pipeline, out)
@@ -203,8 +211,9 @@ ODD_WORDS = "Donaudampfschifffahrtsgesellschaftskapitän met I in São-Paulo-bas
 
 @pytest.mark.parametrize(
     "which",
-    ["torch_pipeline", "deep_pipeline", "char_cnn_pipeline", "ngram_pipeline", "context_pipeline"],
-)
+    ["torch_pipeline", "deep_pipeline", "char_cnn_pipeline", "ngram_pipeline", "context_pipeline",
+     "char_lstm_pipeline"],
+)  # fmt: skip
 def test_emissions_match_the_torch_model(which, request, sample_docs, tmp_path):
     source = request.getfixturevalue(which)
     code, output = cli("export", source, tmp_path / "out")
