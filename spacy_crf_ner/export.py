@@ -331,29 +331,36 @@ def _read_ngrams(block: Model) -> dict[str, Any]:
     }
 
 
-def _read_char_cnn(cnn: Model) -> dict[str, Any]:
-    """The character table, window and Maxout + LayerNorm of a ``chars.CharCNN``."""
-    table = _one(cnn, "hashembed")
+def _read_char_table(block: Model) -> dict[str, Any]:
+    """The character table, its hash seed and the word cut of a ``chars`` word encoder."""
+    table = _one(block, "hashembed")
     return {
         "E": numpy.asarray(table.get_param("E"), dtype="float32"),
         "seed": int(table.attrs["seed"]),
+        "max_chars": int(block.attrs["max_chars"]),
+    }
+
+
+def _char_table_settings(block: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What ``onnx_pipe.BiLSTMFeatures`` needs to hash a word encoder's characters."""
+    if block is None:
+        return None
+    return {"seed": block["seed"], "rows": len(block["E"]), "max_chars": block["max_chars"]}
+
+
+def _read_char_cnn(cnn: Model) -> dict[str, Any]:
+    """The character table, window and Maxout + LayerNorm of a ``chars.CharCNN``."""
+    return {
+        **_read_char_table(cnn),
         "window": int(_one(cnn, "expand_window").attrs["window_size"]),
-        "max_chars": int(cnn.attrs["max_chars"]),
         "mixer": _maxout_params(cnn),
     }
 
 
 def _read_char_lstm(block: Model) -> dict[str, Any]:
     """The character table and the LSTM weights of a ``chars.CharLSTM``."""
-    table = _one(block, "hashembed")
     lstm_module, state = _lstm_state(block)
-    return {
-        "E": numpy.asarray(table.get_param("E"), dtype="float32"),
-        "seed": int(table.attrs["seed"]),
-        "max_chars": int(block.attrs["max_chars"]),
-        "state": state,
-        "hidden": lstm_module.hidden_size,
-    }
+    return {**_read_char_table(block), "state": state, "hidden": lstm_module.hidden_size}
 
 
 def _read_head(component: Any) -> dict[str, Any]:
@@ -885,15 +892,6 @@ def _write(
         fp32.unlink()
     _check_runs(component_dir, opset, transformer=transformer)
     pipe = nlp.get_pipe(name)
-    cnn = weights.get("char_cnn")
-    cnn_settings = None
-    if cnn is not None:
-        cnn_settings = {"seed": cnn["seed"], "rows": len(cnn["E"]), "max_chars": cnn["max_chars"]}
-    char_lstm = weights.get("char_lstm")
-    char_lstm_settings = None
-    if char_lstm is not None:
-        char_lstm_settings = {"seed": char_lstm["seed"], "rows": len(char_lstm["E"]),
-                              "max_chars": char_lstm["max_chars"]}  # fmt: skip
     ngrams = weights.get("ngrams")
     ngram_settings = None
     if ngrams is not None:
@@ -906,8 +904,8 @@ def _write(
         "features": {
             "tables": _table_layout(weights["tables"], keys=("attr", "seed")),
             "n_chars": None if weights["chars"] is None else int(weights["chars"]["nC"]),
-            "char_cnn": cnn_settings,
-            "char_lstm": char_lstm_settings,
+            "char_cnn": _char_table_settings(weights.get("char_cnn")),
+            "char_lstm": _char_table_settings(weights.get("char_lstm")),
             "ngrams": ngram_settings,
         },  # fmt: skip
         "crf": {

@@ -125,8 +125,8 @@ class BiLSTMFeatures:
     and offset in the graph's concatenated table; a token's row keys are Thinc's
     ``NumpyOps.hash(attr, seed) % rows`` (4 keys each), plus the offset. ``char_cnn`` (seed,
     rows, max_chars) adds the character CNN's inputs, ``char_lstm`` (the same) the character
-    BiLSTM's; ``ngrams`` (size, and each column's
-    seed, rows and offset) the n-gram embeddings' (``ngrams.ngram_keys``, hashed the same way).
+    BiLSTM's; ``ngrams`` (size, and each column's seed, rows and offset) the n-gram
+    embeddings' (``ngrams.ngram_keys``, hashed the same way).
     """
 
     def __init__(

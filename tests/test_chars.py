@@ -48,16 +48,26 @@ def test_each_word_encoded_once_gives_the_per_token_output_and_gradient(en, enco
     grads = [node.get_grad(name).copy() for node, name in params]
     for node, name in params:
         node.set_grad(name, numpy.zeros_like(node.get_grad(name)))
+    # The LSTM's weights are torch parameters: their gradients are in ``.grad``.
+    torch_params = [p for node in model.walk() for shim in node.shims
+                    for p in shim._model.parameters()]  # fmt: skip
+    torch_grads = [p.grad.clone() for p in torch_params]
+    for p in torch_params:
+        p.grad = None
     words = [t.text[:6] for doc in docs for t in doc]
     codes, lengths = word_codes(words)
     X = Ragged(model.ops.asarray2i(codes, dtype="uint64"), model.ops.asarray1i(lengths))
     expected, backprop_each = encode(X, is_train=True)
     numpy.testing.assert_allclose(numpy.concatenate(Ys), expected, rtol=1e-6)
     backprop_each(numpy.concatenate(dYs))
-    assert params  # the character table (and the CNN's Maxout; the LSTM's are torch's)
+    # The character table and the Maxout's weights and bias, or the LSTM's weights and biases.
+    assert len(params) + len(torch_params) >= 3
     for (node, name), grad in zip(params, grads, strict=True):
         assert numpy.abs(grad).sum() > 0, name
         numpy.testing.assert_allclose(grad, node.get_grad(name), rtol=1e-4, atol=1e-6)
+    for param, grad in zip(torch_params, torch_grads, strict=True):
+        assert grad.abs().sum() > 0
+        numpy.testing.assert_allclose(grad.numpy(), param.grad.numpy(), rtol=1e-4, atol=1e-6)
 
 
 def test_word_vectors_see_every_character_of_the_word_only(en):
