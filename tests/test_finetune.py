@@ -29,7 +29,7 @@ SMALL_BILSTM = {
     "components.crf_ner.model.tok2vec.embed_size": 200,
     "components.crf_ner.model.tok2vec.lstm_width": 16,
     "components.crf_ner.model.tok2vec.char_features": 4,
-    "components.crf_ner.model.tok2vec.char_cnn": 0,
+    "components.crf_ner.model.tok2vec.char_lstm": 8,
 }
 
 EN_DATA = [
